@@ -1,0 +1,24 @@
+// Image decoding and preprocessing for the backbone.
+export {
+  decodeImage,
+  decodeMask,
+  sniffFormat,
+  ImageDecodeError,
+  DEFAULT_MAX_PIXELS,
+  type DecodedImage,
+  type DecodedMask,
+  type DecodeOptions,
+  type ImageFormat,
+} from './decode.js';
+export { resizeBilinear, type ResizeOptions } from './resize.js';
+export {
+  planFrame,
+  toModelInput,
+  maskToFrame,
+  loadModelInput,
+  DEFAULT_FRAME_SPEC,
+  CAFFE_BGR_MEANS,
+  type FrameSpec,
+  type Frame,
+  type ModelInput,
+} from './preprocess.js';
