@@ -1,0 +1,84 @@
+// A real S3 server for tests: s3rver in this process, on 127.0.0.1 with a free port and a fresh
+// temporary directory. Tests of any package may use it (call stop() in `after`).
+//
+// s3rver 3.7 encrypts ListObjectsV2 continuation tokens with single DES, which OpenSSL 3 (Node >= 17)
+// only offers in its legacy provider: every truncated listing then fails with HTTP 500. The shim
+// below maps s3rver's 'des' to 'des-ede3-cbc' with the key repeated three times, which is the same
+// cipher (EDE with K1 = K2 = K3 is single DES); it only touches calls that ask for 'des'.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import type { Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const require = createRequire(import.meta.url);
+
+export interface TestS3 {
+  endpoint: string;
+  bucket: string;
+  /** S3_* variables for storageConfigFromEnv / ObjectStore.fromEnv (s3rver's dummy credentials). */
+  env: Record<string, string>;
+  directory: string;
+  stop(): Promise<void>;
+}
+
+interface S3rverInstance {
+  run(): Promise<{ port: number }>;
+  close(): Promise<void>;
+  httpServer?: Server;
+}
+type S3rverClass = new (options: Record<string, unknown>) => S3rverInstance;
+
+type CipherFactory = (alg: string, key: Buffer, iv: Buffer | null, opts?: unknown) => unknown;
+interface MutableCrypto {
+  createCipheriv: CipherFactory;
+  createDecipheriv: CipherFactory;
+  __s3rverDesShim?: boolean;
+}
+
+function ensureDesForS3rver(): void {
+  const crypto = require('node:crypto') as MutableCrypto;
+  if (crypto.__s3rverDesShim) return;
+  try {
+    crypto.createCipheriv('des', Buffer.alloc(8), Buffer.alloc(8));
+    return; // legacy provider loaded (e.g. --openssl-legacy-provider): nothing to do
+  } catch {
+    // fall through to the shim
+  }
+  const cipher = crypto.createCipheriv;
+  const decipher = crypto.createDecipheriv;
+  const tripled = (key: Buffer): Buffer => Buffer.concat([key, key, key]);
+  crypto.createCipheriv = (alg, key, iv, opts) =>
+    String(alg).toLowerCase() === 'des' ? cipher('des-ede3-cbc', tripled(key), iv, opts) : cipher(alg, key, iv, opts);
+  crypto.createDecipheriv = (alg, key, iv, opts) =>
+    String(alg).toLowerCase() === 'des' ? decipher('des-ede3-cbc', tripled(key), iv, opts) : decipher(alg, key, iv, opts);
+  crypto.__s3rverDesShim = true;
+}
+
+/** Starts s3rver; the bucket is not created (ObjectStore.ensureBucket() does that). */
+export async function startS3rver(bucket = 'patchcore-test'): Promise<TestS3> {
+  ensureDesForS3rver();
+  const S3rver = require('s3rver') as S3rverClass;
+  const directory = await mkdtemp(join(tmpdir(), 'patchcore-s3rver-'));
+  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
+  const { port } = await server.run();
+  const endpoint = `http://127.0.0.1:${port}`;
+  return {
+    endpoint,
+    bucket,
+    directory,
+    env: {
+      S3_ENDPOINT: endpoint,
+      S3_BUCKET: bucket,
+      S3_REGION: 'us-east-1',
+      S3_ACCESS_KEY_ID: 'S3RVER',
+      S3_SECRET_ACCESS_KEY: 'S3RVER',
+    },
+    async stop() {
+      const closing = server.close();
+      server.httpServer?.closeAllConnections(); // keep-alive sockets of clients not yet destroyed
+      await closing;
+      await rm(directory, { recursive: true, force: true });
+    },
+  };
+}
