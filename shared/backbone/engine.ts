@@ -6,7 +6,8 @@ import { BACKBONE_OUTPUTS, type BackboneLayer } from './resnet50.js';
 export type { BackboneLayer };
 export { BACKBONE_LAYERS } from './resnet50.js';
 
-export type EngineName = 'tfjs';
+export const ENGINE_NAMES = ['auto', 'tfjs', 'onnx'] as const;
+export type EngineName = (typeof ENGINE_NAMES)[number];
 
 export interface BackboneEngine {
   /** Which engine, e.g. 'tfjs'. */
@@ -20,7 +21,10 @@ export interface BackboneEngine {
 }
 
 export interface CreateBackboneOptions {
+  /** 'auto' (default): TF.js on a GPU (tfjs-node-gpu installed), otherwise ONNX Runtime, the fastest on CPU. */
   engine?: EngineName;
+  /** ONNX Runtime execution providers, e.g. ['cuda', 'cpu'] (default ['cpu']). */
+  executionProviders?: string[];
   weightsPath: string;
   logger?: Logger;
   /** CPU threads for the WASM backend (default: $PATCHCORE_TFJS_THREADS, else one per core). The
@@ -28,15 +32,35 @@ export interface CreateBackboneOptions {
   threads?: number;
 }
 
+/** True where @tensorflow/tfjs-node-gpu can be loaded (an optional dependency, present on GPU images). */
+async function tfjsGpuAvailable(): Promise<boolean> {
+  try {
+    await import(/* optional */ '@tensorflow/tfjs-node-gpu' as string);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export async function createBackbone(opts: CreateBackboneOptions): Promise<BackboneEngine> {
-  const engine = opts.engine ?? 'tfjs';
+  const requested = opts.engine ?? 'auto';
+  const engine = requested === 'auto' ? ((await tfjsGpuAvailable()) ? 'tfjs' : 'onnx') : requested;
   switch (engine) {
     case 'tfjs': {
       const { createTfjsBackbone } = await import('./tfjs-engine.js');
       return createTfjsBackbone(opts);
     }
+    case 'onnx': {
+      const { createOnnxBackbone } = await import('./onnx-engine.js');
+      return createOnnxBackbone({
+        weightsPath: opts.weightsPath,
+        logger: opts.logger,
+        intraOpThreads: opts.threads,
+        executionProviders: opts.executionProviders,
+      });
+    }
     default:
-      throw new Error(`unknown backbone engine "${String(engine)}"; choose from tfjs`);
+      throw new Error(`unknown backbone engine "${String(engine)}"; choose from ${ENGINE_NAMES.join(', ')}`);
   }
 }
 

@@ -38,7 +38,7 @@ let engine: BackboneEngine;
 const inputs = new Map<string, NhwcTensor>();
 
 before(async () => {
-  engine = await createBackbone({ weightsPath: defaultWeightsPath(), logger });
+  engine = await createBackbone({ engine: 'tfjs', weightsPath: defaultWeightsPath(), logger });
   for (const img of IMAGES) inputs.set(img, nhwc(readF32(`${img}.input.f32`), 1, 224, 224, 3));
 });
 after(() => engine?.dispose());
@@ -97,7 +97,7 @@ test('no tensor outlives a run; dispose frees the weights', async () => {
   await assert.rejects(engine.run(inputs.get(IMAGES[0])!, ['conv9_block1_out' as never]), /unknown backbone layer/);
   assert.equal(tf.memory().numTensors, before, 'tensors after a rejected run');
 
-  const second = await createBackbone({ weightsPath: defaultWeightsPath(), logger });
+  const second = await createBackbone({ engine: 'tfjs', weightsPath: defaultWeightsPath(), logger });
   assert.equal(tf.memory().numTensors, before + 43 * 2, 'one kernel and one bias per conv');
   second.dispose();
   assert.equal(tf.memory().numTensors, before, 'tensors after dispose');
@@ -116,7 +116,7 @@ test('bad input is rejected with what is wrong', async () => {
     { message: 'backbone input has 10 values, expected 1x16x16x3' },
   );
   await assert.rejects(
-    createBackbone({ weightsPath: '/nonexistent/weights.h5', logger }),
+    createBackbone({ engine: 'tfjs', weightsPath: '/nonexistent/weights.h5', logger }),
     { message: 'weights file "/nonexistent/weights.h5" does not exist' },
   );
 });
