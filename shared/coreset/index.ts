@@ -1,0 +1,2 @@
+export { coresetTarget, greedyCoreset, randomProjection, type GreedyCoresetOptions } from './greedy.js';
+export { SeededRandom } from './random.js';
