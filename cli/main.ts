@@ -1,0 +1,44 @@
+// The `patchcore` command: one entry point for the local commands, the distributed pipeline and the workers.
+import { UsageError } from './args.js';
+import { EVALUATE_USAGE, FIT_USAGE, evaluateCommand, fitCommand } from './commands/local.js';
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: string; summary: string }> = {
+  fit: { run: fitCommand, usage: FIT_USAGE, summary: 'train a model folder from a category folder (in-process)' },
+  evaluate: { run: evaluateCommand, usage: EVALUATE_USAGE, summary: 'score a category\'s test set and write metrics.json' },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
+  return `usage: patchcore <command> [options]\n\ncommands:\n${lines.join('\n')}\n\n"patchcore <command> --help" shows a command's options.`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage() + '\n');
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`patchcore: unknown command "${name}"\n\n${usage()}\n`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(command.usage + '\n');
+    return 0;
+  }
+  try {
+    await command.run(rest);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`${err.message}\n\n${command.usage}\n`);
+      return 2;
+    }
+    process.stderr.write(`patchcore ${name}: ${(err as Error).message}\n`);
+    if (process.env.PATCHCORE_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

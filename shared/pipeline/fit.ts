@@ -1,0 +1,173 @@
+// In-process training: normal images -> patch features -> coreset -> memory bank with its HNSW index -> model folder.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { createBackbone, type EngineName } from '../backbone/engine.js';
+import { greedyCoreset } from '../coreset/greedy.js';
+import { MemoryBank, DEFAULT_HNSW, type HnswParams } from '../bank/index.js';
+import { listMvtecDataset } from '../dataset/mvtec.js';
+import { getRecipe, type RecipeName } from '../features/recipes.js';
+import { DEFAULT_FRAME_SPEC, type FrameSpec } from '../image/index.js';
+import type { Logger } from '../log.js';
+import { MODEL_FORMAT, MODEL_FORMAT_VERSION, writeManifest, type ModelManifest } from '../model/manifest.js';
+import { extractFeatures } from './extract.js';
+import { localSources } from './local-source.js';
+import { startProgress } from './progress.js';
+import { StageTimer, peakRssMiB } from './timings.js';
+
+export interface FitOptions {
+  dataDir: string;
+  modelDir: string;
+  weightsPath: string;
+  engine?: EngineName;
+  recipe?: RecipeName;
+  /** Fraction of training patches kept in the bank; default: the recipe's. */
+  coresetRatio?: number;
+  /** Exact bank size instead of a ratio. */
+  coresetTarget?: number;
+  projectionDim?: number;
+  seed?: number;
+  frame?: FrameSpec;
+  hnsw?: Partial<HnswParams>;
+  batchSize?: number;
+  /** Use only the first N training images (quick runs and tests). */
+  limit?: number;
+  sigma?: number;
+  reweightNeighbours?: number | null;
+  logger: Logger;
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * Gathers the patch features of every image into one row-major matrix. The matrix is sized from the first image's
+ * grid (all images share one frame when cropping); images with another grid are an error.
+ */
+export class FeatureMatrix {
+  private data: Float32Array | null = null;
+  rows = 0;
+  gridH = 0;
+  gridW = 0;
+
+  constructor(private readonly capacityImages: number, readonly dim: number) {}
+
+  add(id: string, features: { data: Float32Array; gridH: number; gridW: number }): void {
+    if (!this.data) {
+      this.gridH = features.gridH;
+      this.gridW = features.gridW;
+      this.data = new Float32Array(this.capacityImages * features.gridH * features.gridW * this.dim);
+    } else if (features.gridH !== this.gridH || features.gridW !== this.gridW) {
+      throw new Error(
+        `image "${id}" gives a ${features.gridH}x${features.gridW} patch grid, the others ${this.gridH}x${this.gridW}: ` +
+          'training images must share one size after resizing and cropping (use a crop)',
+      );
+    }
+    this.data.set(features.data, this.rows * this.dim);
+    this.rows += features.gridH * features.gridW;
+  }
+
+  matrix(): Float32Array {
+    return this.data ? this.data.subarray(0, this.rows * this.dim) : new Float32Array(0);
+  }
+}
+
+export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
+  const log = opts.logger;
+  const recipe = getRecipe(opts.recipe ?? 'paper');
+  const frame = opts.frame ?? DEFAULT_FRAME_SPEC;
+  const seed = opts.seed ?? 0;
+  const projectionDim = opts.projectionDim ?? 128;
+  const hnsw: HnswParams = { ...DEFAULT_HNSW, ...opts.hnsw };
+  const timer = new StageTimer();
+  const t0 = performance.now();
+
+  // Validate everything cheap before any expensive work starts.
+  const dataset = listMvtecDataset(opts.dataDir, { train: true });
+  const train = opts.limit ? dataset.train.slice(0, opts.limit) : dataset.train;
+  const weightsSha = await sha256File(opts.weightsPath).catch((err: Error) => {
+    throw new Error(`weights file "${opts.weightsPath}" cannot be read: ${err.message}`);
+  });
+  await mkdir(opts.modelDir, { recursive: true });
+
+  const backbone = await createBackbone({ engine: opts.engine, weightsPath: opts.weightsPath, logger: log });
+  log.info({ recipe: recipe.name, images: train.length, engine: backbone.name, backend: backbone.backend }, 'fit: extracting training features');
+  const features = new FeatureMatrix(train.length, recipe.dim);
+  const skipped: { id: string; error: string }[] = [];
+  const progress = startProgress('train features', train.length, log);
+  try {
+    for await (const r of extractFeatures(localSources(dataset.root, train), {
+      backbone, recipe, frame, batchSize: opts.batchSize ?? 8, timer,
+    })) {
+      if (r.ok) features.add(r.id, r.features);
+      else {
+        skipped.push({ id: r.id, error: r.error });
+        log.warn({ image: r.id, error: r.error }, 'fit: image skipped');
+      }
+      progress.tick();
+    }
+  } finally {
+    progress.stop();
+    backbone.dispose();
+  }
+  if (features.rows === 0) {
+    throw new Error(`no training image of "${opts.dataDir}" could be read (${skipped.length} failed; first: ${skipped[0]?.error})`);
+  }
+
+  const all = features.matrix();
+  const ratio = opts.coresetTarget ? null : (opts.coresetRatio ?? recipe.defaultCoresetRatio);
+  const target = opts.coresetTarget ?? Math.min(features.rows, Math.max(1, Math.round(ratio! * features.rows)));
+  log.info({ patches: features.rows, target, projectionDim }, 'fit: selecting coreset');
+  const coresetProgress = startProgress('coreset', target, log);
+  let reported = 0;
+  const selected = timer.timeSync('coreset', () =>
+    greedyCoreset(all, features.rows, recipe.dim, {
+      target, projectionDim, seed,
+      onProgress: (done) => {
+        coresetProgress.tick(done - reported);
+        reported = done;
+      },
+    }),
+  );
+  coresetProgress.stop();
+
+  const bankData = new Float32Array(selected.length * recipe.dim);
+  selected.forEach((row, i) => bankData.set(all.subarray(row * recipe.dim, (row + 1) * recipe.dim), i * recipe.dim));
+  const bank = new MemoryBank(recipe.dim, selected.length, bankData);
+  timer.timeSync('index', () => bank.buildHnsw(hnsw));
+  await bank.save(opts.modelDir);
+
+  const manifest: ModelManifest = {
+    format: MODEL_FORMAT,
+    version: MODEL_FORMAT_VERSION,
+    createdAt: new Date().toISOString(),
+    category: dataset.category,
+    recipe: recipe.name,
+    featureDim: recipe.dim,
+    grid: [features.gridH, features.gridW],
+    backbone: {
+      name: 'resnet50',
+      layers: [...recipe.layers],
+      weights: { file: basename(opts.weightsPath), sha256: weightsSha },
+      engine: backbone.name,
+      backend: backbone.backend,
+    },
+    frame: { resize: frame.resize, crop: frame.crop },
+    coreset: { ratio, target, projectionDim, seed, trainPatches: features.rows },
+    bank: { count: bank.count, dim: bank.dim, hnsw },
+    scoring: { sigma: opts.sigma ?? 4, reweightNeighbours: opts.reweightNeighbours ?? null },
+    training: {
+      images: train.length - skipped.length,
+      skipped,
+      timings_ms: { ...timer.toJSON(), total: Math.round(performance.now() - t0) },
+      peak_rss_mib: peakRssMiB(),
+    },
+  };
+  writeManifest(opts.modelDir, manifest);
+  log.info({ modelDir: opts.modelDir, bank: bank.count, timings_ms: manifest.training.timings_ms }, 'fit: model written');
+  return manifest;
+}
