@@ -27,19 +27,19 @@ export interface MvtecDataset {
 
 const GOOD = 'good';
 
-function listFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true })
-    .filter((e) => e.isFile() && !e.name.startsWith('.'))
-    .map((e) => e.name)
+/** Visible entries of `dir` that are files (or folders), symbolic links followed. */
+function listEntries(dir: string, folders: boolean): string[] {
+  return readdirSync(dir)
+    .filter((name) => !name.startsWith('.'))
+    .filter((name) => {
+      const st = statSync(join(dir, name), { throwIfNoEntry: false });
+      return st !== undefined && (folders ? st.isDirectory() : st.isFile());
+    })
     .sort();
 }
 
-function listDirs(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true })
-    .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
-    .map((e) => e.name)
-    .sort();
-}
+const listFiles = (dir: string) => listEntries(dir, false);
+const listDirs = (dir: string) => listEntries(dir, true);
 
 function findMask(root: string, defect: string, file: string): string | null {
   const dir = join(root, 'ground_truth', defect);
