@@ -80,7 +80,7 @@ test('clear errors: missing flag, bad ratio, empty dataset, weights that are not
   const empty = mkdtempSync(join(tmpdir(), 'patchcore-empty-'));
   r = patchcore(['fit', '--data', empty, '--model', join(work, 'x')]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /has no training images: expected normal images in .*train\/good\//);
+  assert.match(r.stderr, /dataset folder ".*" has no training images: expected normal images in its train\/good\/ folder/);
 
   const otherWeights = join(work, 'other.h5');
   copyFileSync(join(repoRoot, 'package.json'), otherWeights);
