@@ -1,0 +1,18 @@
+// Evaluation report: plots, heatmap thumbnails, threshold choice and the HTML/CSV/JSON report builder.
+export {
+  buildReport, buildComparisonReport, localFolderWriter, galleryOrder, mapRange, scoresCsv,
+  type ReportImage, type ReportWriter, type MethodResult, type ReportInput, type ComparisonInput,
+  type ReportOptions, type ReportSummary, type RunInfo,
+} from './build.js';
+export {
+  renderSvg, imageRocPlot, pixelRocPlot, rocComparisonPlot, histogramPlot, kdePlot, boxPlot, confusionPlot,
+  groupScores, kernelDensity, formatNumber, type CurvePoints, type ScoreGroup, type Density,
+} from './plots.js';
+export {
+  renderOverlay, maskOutline, thumbnailSize, colormapCssGradient, INFERNO_LUT, DEFAULT_OUTLINE_COLOUR,
+  DEFAULT_THUMBNAIL_SIZE, type OverlayInput, type OverlayOptions, type Overlay,
+} from './heatmap.js';
+export {
+  thresholdAtFpr, chooseThreshold, describeThresholdRule, type ThresholdChoice, type ThresholdRule,
+  type ChooseThresholdInput,
+} from './threshold.js';
