@@ -1,6 +1,6 @@
 // In-process evaluation: score a category's test images with a model folder and compute the metrics.
-import { readFile, mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, mkdir } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { createBackbone, type EngineName } from '../backbone/engine.js';
 import { MemoryBank } from '../bank/index.js';
 import { listMvtecDataset, type DatasetImage } from '../dataset/mvtec.js';
@@ -8,10 +8,11 @@ import { getRecipe } from '../features/recipes.js';
 import { decodeMask, maskToFrame } from '../image/index.js';
 import type { Logger } from '../log.js';
 import { readManifest, type ModelManifest } from '../model/manifest.js';
-import { anomalyMap, imageScore, patchScores } from '../scoring/index.js';
+import { buildReport, localFolderWriter, type ReportImage } from '../report/index.js';
 import { extractFeatures } from './extract.js';
 import { sha256File } from './fit.js';
 import { localSources } from './local-source.js';
+import { scoreImage } from './score-image.js';
 import { computeMetrics, type EvaluationMetrics, type ScoredImage } from './metrics.js';
 import { startProgress } from './progress.js';
 import { StageTimer, peakRssMiB } from './timings.js';
@@ -91,7 +92,7 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<EvaluationMe
   const backbone = await createBackbone({ engine: opts.engine, weightsPath: opts.weightsPath, logger: log });
   const frame = { resize: manifest.frame.resize, crop: manifest.frame.crop };
   const byId = new Map(test.map((img) => [img.path, img]));
-  const scored: ScoredImage[] = [];
+  const scored: (ScoredImage & ReportImage)[] = [];
   const failed: { id: string; error: string }[] = [];
   const recallRows: Float32Array[] = [];
   const progress = startProgress('test images', test.length, log);
@@ -107,14 +108,7 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<EvaluationMe
         continue;
       }
       const { features, frame: f } = r;
-      const patches = timer.timeSync('scoring', () => patchScores(bank, features.data));
-      const score = timer.timeSync('scoring', () =>
-        manifest.scoring.reweightNeighbours
-          ? imageScore(patches, { reweight: { bank, features: features.data, dim: features.dim, neighbours: manifest.scoring.reweightNeighbours } })
-          : imageScore(patches),
-      );
-      const sigma = (manifest.scoring.sigma * Math.min(f.width, f.height)) / 224;
-      const map = timer.timeSync('maps', () => anomalyMap(patches, features.gridH, features.gridW, f.height, f.width, sigma));
+      const { score, map } = scoreImage(bank, manifest, features, f, timer);
       let mask: Uint8Array | null = null;
       if (img.maskPath) {
         try {
@@ -128,7 +122,10 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<EvaluationMe
         mask = new Uint8Array(f.width * f.height);
       }
       if (opts.recallSample !== 0) recallRows.push(features.data);
-      scored.push({ id: img.path, defectType: img.defectType, label: img.label, score, map, mask, height: f.height, width: f.width });
+      scored.push({
+        id: img.path, defectType: img.defectType, label: img.label, score, map, mask, height: f.height, width: f.width,
+        frame: f, image: () => readFile(join(dataset.root, img.path)),
+      });
     }
   } finally {
     progress.stop();
@@ -154,21 +151,20 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<EvaluationMe
     timings_ms: { ...timer.toJSON(), total: Math.round(performance.now() - t0) },
     peak_rss_mib: peakRssMiB(),
   };
-  await writeFile(join(opts.outDir, 'metrics.json'), JSON.stringify(result, null, 2) + '\n');
-  await writeFile(join(opts.outDir, 'scores.csv'), scoresCsv(scored, metrics.threshold));
-  log.info({ outDir: opts.outDir }, 'evaluate: metrics written');
+  await timer.time('report', () =>
+    buildReport(
+      {
+        run: {
+          runId: `local-${basename(opts.modelDir)}`, modelVersion: opts.modelDir, recipe: manifest.recipe,
+          backbone: `ResNet-50 (${manifest.backbone.layers.join(', ')}), ${backbone.name}/${backbone.backend}`,
+          coresetSize: manifest.bank.count, dataset: dataset.root, createdAt: new Date().toISOString(),
+          timings: result.timings_ms,
+        },
+        name: 'patchcore', images: scored, metrics: result,
+      },
+      localFolderWriter(opts.outDir),
+    ),
+  );
+  log.info({ outDir: opts.outDir }, 'evaluate: report written (metrics.json, scores.csv, index.html)');
   return result;
-}
-
-function csvField(s: string): string {
-  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
-export function scoresCsv(scored: ScoredImage[], threshold: number | null): string {
-  const lines = ['image,defect_type,label,score,predicted'];
-  for (const s of scored) {
-    const predicted = threshold === null ? '' : s.score >= threshold ? 1 : 0;
-    lines.push([csvField(s.id), csvField(s.defectType), s.label, s.score.toPrecision(9), predicted].join(','));
-  }
-  return lines.join('\n') + '\n';
 }

@@ -4,13 +4,13 @@ import { createReadStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { createBackbone, type EngineName } from '../backbone/engine.js';
-import { greedyCoreset } from '../coreset/greedy.js';
-import { MemoryBank, DEFAULT_HNSW, type HnswParams } from '../bank/index.js';
+import { DEFAULT_HNSW, type HnswParams } from '../bank/index.js';
 import { listMvtecDataset } from '../dataset/mvtec.js';
 import { getRecipe, type RecipeName } from '../features/recipes.js';
 import { DEFAULT_FRAME_SPEC, type FrameSpec } from '../image/index.js';
 import type { Logger } from '../log.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, writeManifest, type ModelManifest } from '../model/manifest.js';
+import { buildBank } from './build-bank.js';
 import { extractFeatures } from './extract.js';
 import { localSources } from './local-source.js';
 import { startProgress } from './progress.js';
@@ -118,27 +118,9 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
     throw new Error(`no training image of "${opts.dataDir}" could be read (${skipped.length} failed; first: ${skipped[0]?.error})`);
   }
 
-  const all = features.matrix();
   const ratio = opts.coresetTarget ? null : (opts.coresetRatio ?? recipe.defaultCoresetRatio);
-  const target = opts.coresetTarget ?? Math.min(features.rows, Math.max(1, Math.round(ratio! * features.rows)));
-  log.info({ patches: features.rows, target, projectionDim }, 'fit: selecting coreset');
-  const coresetProgress = startProgress('coreset', target, log);
-  let reported = 0;
-  const selected = timer.timeSync('coreset', () =>
-    greedyCoreset(all, features.rows, recipe.dim, {
-      target, projectionDim, seed,
-      onProgress: (done) => {
-        coresetProgress.tick(done - reported);
-        reported = done;
-      },
-    }),
-  );
-  coresetProgress.stop();
-
-  const bankData = new Float32Array(selected.length * recipe.dim);
-  selected.forEach((row, i) => bankData.set(all.subarray(row * recipe.dim, (row + 1) * recipe.dim), i * recipe.dim));
-  const bank = new MemoryBank(recipe.dim, selected.length, bankData);
-  timer.timeSync('index', () => bank.buildHnsw(hnsw));
+  const bank = buildBank(features.matrix(), features.rows, recipe.dim, features.rows,
+    { ratio, target: opts.coresetTarget, projectionDim, seed, hnsw }, timer, log);
   await bank.save(opts.modelDir);
 
   const manifest: ModelManifest = {
@@ -157,7 +139,7 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
       backend: backbone.backend,
     },
     frame: { resize: frame.resize, crop: frame.crop },
-    coreset: { ratio, target, projectionDim, seed, trainPatches: features.rows },
+    coreset: { ratio, target: bank.count, projectionDim, seed, trainPatches: features.rows },
     bank: { count: bank.count, dim: bank.dim, hnsw },
     scoring: { sigma: opts.sigma ?? 4, reweightNeighbours: opts.reweightNeighbours ?? null },
     training: {

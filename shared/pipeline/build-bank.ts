@@ -1,0 +1,45 @@
+// Training patch features -> coreset -> memory bank with its HNSW index. Shared by the local `fit` and the
+// distributed index worker, so the same features with the same settings give the same bank.
+import { MemoryBank, type HnswParams } from '../bank/index.js';
+import { greedyCoreset } from '../coreset/greedy.js';
+import type { Logger } from '../log.js';
+import { startProgress } from './progress.js';
+import type { StageTimer } from './timings.js';
+
+export interface BankSettings {
+  /** Coreset size: `ratio` of `trainPatches` (the patches of all training images, before any per-shard reduction). */
+  ratio: number | null;
+  target?: number;
+  projectionDim: number;
+  seed: number;
+  hnsw: HnswParams;
+}
+
+/** The bank size for `trainPatches` training patches, never more than the rows available. */
+export function bankTarget(settings: Pick<BankSettings, 'ratio' | 'target'>, trainPatches: number, rows: number): number {
+  const wanted = settings.target ?? Math.max(1, Math.round((settings.ratio ?? 0.1) * trainPatches));
+  return Math.min(wanted, rows);
+}
+
+export function buildBank(
+  features: Float32Array, rows: number, dim: number, trainPatches: number,
+  settings: BankSettings, timer: StageTimer, log: Logger,
+): MemoryBank {
+  const target = bankTarget(settings, trainPatches, rows);
+  log.info({ rows, trainPatches, target, projectionDim: settings.projectionDim }, 'selecting coreset');
+  const progress = startProgress('coreset', target, log);
+  let reported = 0;
+  const selected = timer.timeSync('coreset', () =>
+    greedyCoreset(features, rows, dim, {
+      target, projectionDim: settings.projectionDim, seed: settings.seed,
+      onProgress: (done) => {
+        progress.tick(done - reported);
+        reported = done;
+      },
+    }),
+  );
+  progress.stop();
+  const bank = MemoryBank.fromRows(features, dim, selected);
+  timer.timeSync('index', () => bank.buildHnsw(settings.hnsw));
+  return bank;
+}
