@@ -1,0 +1,338 @@
+// Runs as BullMQ flows: a parent job that becomes runnable once all its shard children completed.
+//   training:   build-index (patchcore-index)  <- extract-features x shards (patchcore-features)
+//   evaluation: report      (patchcore-report) <- score-shard x shards      (patchcore-score)
+//
+// Job ids are derived from the run and shard ids ("<run>~features~<shard>"), so submitting a run twice
+// adds nothing the second time: BullMQ ignores an add whose job id exists. '~' cannot occur in run or
+// shard ids, so an id splits back unambiguously, and BullMQ forbids ':' in custom ids.
+//
+// A child that fails its last attempt fails the parent (failParentOnFailure): the run then ends
+// 'failed' instead of waiting for ever, and `status` shows the child's reason.
+import { FlowProducer, Queue, type FlowJob, type Job, type JobsOptions, type JobState } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { DEFAULT_QUEUE_PREFIX } from './config.js';
+import {
+  defaultJobOptions,
+  idProblem,
+  validatePayload,
+  FEATURES_QUEUE,
+  INDEX_QUEUE,
+  REPORT_QUEUE,
+  SCORE_QUEUE,
+  type BuildIndexPayload,
+  type ExtractFeaturesPayload,
+  type QueueName,
+  type ReportPayload,
+  type ScoreShardPayload,
+} from './jobs.js';
+
+const SEP = '~';
+
+export const jobIds = {
+  buildIndex: (runId: string) => `${runId}${SEP}index`,
+  extractFeatures: (runId: string, shardId: string) => `${runId}${SEP}features${SEP}${shardId}`,
+  report: (runId: string) => `${runId}${SEP}report`,
+  scoreShard: (runId: string, shardId: string) => `${runId}${SEP}score${SEP}${shardId}`,
+};
+
+/** The shard id in a child job id (or in a child key "<prefix>:<queue>:<jobId>"), else null. */
+export function shardIdOfJobId(jobIdOrKey: string): string | null {
+  const jobId = jobIdOrKey.slice(jobIdOrKey.lastIndexOf(':') + 1);
+  const parts = jobId.split(SEP);
+  return parts.length === 3 ? parts[2] : null;
+}
+
+export function createFlowProducer(connection: Redis, prefix = DEFAULT_QUEUE_PREFIX): FlowProducer {
+  return new FlowProducer({ connection, prefix });
+}
+
+export interface ShardSpec {
+  shardId: string;
+  imageKeys: string[];
+}
+
+export interface TrainingRunSpec {
+  runId: string;
+  category: string;
+  version: string;
+  recipe: ExtractFeaturesPayload['recipe'];
+  datasetPrefix: string;
+  frame: ExtractFeaturesPayload['frame'];
+  weights: ExtractFeaturesPayload['weights'];
+  batchSize: number;
+  perShardCoreset?: ExtractFeaturesPayload['perShardCoreset'];
+  coreset: BuildIndexPayload['coreset'];
+  hnsw: BuildIndexPayload['hnsw'];
+  shards: ShardSpec[];
+  /** Overrides of defaultJobOptions for every job of the run (attempts, backoff, retention). */
+  jobOptions?: JobsOptions;
+}
+
+export interface EvaluationRunSpec {
+  runId: string;
+  category: string;
+  model: ScoreShardPayload['model'];
+  datasetPrefix: string;
+  shards: ShardSpec[];
+  jobOptions?: JobsOptions;
+}
+
+export interface EnqueuedRun {
+  runId: string;
+  parentJobId: string;
+  childJobIds: string[];
+  /** True when the parent job already existed, i.e. nothing was added. */
+  alreadySubmitted: boolean;
+}
+
+// Only options that make sense for every job of a run; ids and parent links are ours to set.
+function jobOptionsFor(jobId: string, overrides: JobsOptions | undefined, child: boolean): JobsOptions {
+  const { jobId: _ignored, parent: _parent, ...rest } = overrides ?? {};
+  return { ...defaultJobOptions, ...rest, jobId, ...(child ? { failParentOnFailure: true } : {}) };
+}
+
+function checkRunId(what: string, runId: string): void {
+  const problem = idProblem(String(runId));
+  if (problem) throw new Error(`${what}: run id ${JSON.stringify(runId)} ${problem}`);
+}
+
+async function addRun(
+  flowProducer: FlowProducer,
+  parentQueue: QueueName,
+  parentId: string,
+  flow: FlowJob,
+  childJobIds: string[],
+  runId: string,
+): Promise<EnqueuedRun> {
+  // Informational only (another producer may race us); the deterministic ids are what prevent duplicates.
+  const existing = await flowProducer.getFlow({ queueName: parentQueue, id: parentId, depth: 0, maxChildren: 1 });
+  await flowProducer.add(flow);
+  return { runId, parentJobId: parentId, childJobIds, alreadySubmitted: existing?.job !== undefined };
+}
+
+/** Enqueues build-index over one extract-features job per shard; every payload is validated first. */
+export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: TrainingRunSpec): Promise<EnqueuedRun> {
+  checkRunId('training run', spec.runId);
+  const parentId = jobIds.buildIndex(spec.runId);
+  const children = spec.shards.map((s) => {
+    const shardProblem = idProblem(String(s.shardId));
+    if (shardProblem) throw new Error(`training run ${spec.runId}: shard id ${JSON.stringify(s.shardId)} ${shardProblem}`);
+    const jobId = jobIds.extractFeatures(spec.runId, s.shardId);
+    const data: ExtractFeaturesPayload = validatePayload(
+      'extract-features',
+      {
+        runId: spec.runId,
+        shardId: s.shardId,
+        imageKeys: s.imageKeys,
+        datasetPrefix: spec.datasetPrefix,
+        recipe: spec.recipe,
+        frame: spec.frame,
+        weights: spec.weights,
+        perShardCoreset: spec.perShardCoreset ?? null,
+        batchSize: spec.batchSize,
+      },
+      jobId,
+    );
+    return { name: 'extract-features', queueName: FEATURES_QUEUE, data, opts: jobOptionsFor(jobId, spec.jobOptions, true) };
+  });
+  const parentData: BuildIndexPayload = validatePayload(
+    'build-index',
+    {
+      runId: spec.runId,
+      category: spec.category,
+      version: spec.version,
+      recipe: spec.recipe,
+      coreset: spec.coreset,
+      hnsw: spec.hnsw,
+      shards: spec.shards.map((s) => s.shardId),
+    },
+    parentId,
+  );
+  const flow: FlowJob = {
+    name: 'build-index',
+    queueName: INDEX_QUEUE,
+    data: parentData,
+    opts: jobOptionsFor(parentId, spec.jobOptions, false),
+    children,
+  };
+  return addRun(flowProducer, INDEX_QUEUE, parentId, flow, children.map((c) => c.opts.jobId!), spec.runId);
+}
+
+/** Enqueues report over one score-shard job per shard; every payload is validated first. */
+export async function enqueueEvaluationFlow(flowProducer: FlowProducer, spec: EvaluationRunSpec): Promise<EnqueuedRun> {
+  checkRunId('evaluation run', spec.runId);
+  const parentId = jobIds.report(spec.runId);
+  const children = spec.shards.map((s) => {
+    const shardProblem = idProblem(String(s.shardId));
+    if (shardProblem) throw new Error(`evaluation run ${spec.runId}: shard id ${JSON.stringify(s.shardId)} ${shardProblem}`);
+    const jobId = jobIds.scoreShard(spec.runId, s.shardId);
+    const data: ScoreShardPayload = validatePayload(
+      'score-shard',
+      { runId: spec.runId, shardId: s.shardId, model: spec.model, imageKeys: s.imageKeys, datasetPrefix: spec.datasetPrefix },
+      jobId,
+    );
+    return { name: 'score-shard', queueName: SCORE_QUEUE, data, opts: jobOptionsFor(jobId, spec.jobOptions, true) };
+  });
+  const parentData: ReportPayload = validatePayload(
+    'report',
+    {
+      runId: spec.runId,
+      model: spec.model,
+      shards: spec.shards.map((s) => s.shardId),
+      datasetPrefix: spec.datasetPrefix,
+      category: spec.category,
+    },
+    parentId,
+  );
+  const flow: FlowJob = {
+    name: 'report',
+    queueName: REPORT_QUEUE,
+    data: parentData,
+    opts: jobOptionsFor(parentId, spec.jobOptions, false),
+    children,
+  };
+  return addRun(flowProducer, REPORT_QUEUE, parentId, flow, children.map((c) => c.opts.jobId!), spec.runId);
+}
+
+/**
+ * The return values of a parent job's children by shard id. Throws naming the job and the shards
+ * when one of `shards` has no result (a parent only runs once all children completed, so this means
+ * the flow was built wrongly or a child was removed by hand).
+ */
+export async function collectShardResults<T = unknown>(job: Job, shards: readonly string[]): Promise<Map<string, T>> {
+  const values = await job.getChildrenValues<T>();
+  const byShard = new Map<string, T>();
+  for (const [key, value] of Object.entries(values)) {
+    const shard = shardIdOfJobId(key);
+    if (shard !== null) byShard.set(shard, value);
+  }
+  const missing = shards.filter((s) => !byShard.has(s));
+  if (missing.length > 0) {
+    throw new Error(`job ${job.id} (${job.name}): no result from shard(s) ${missing.join(', ')}`);
+  }
+  return byShard;
+}
+
+export type RunKind = 'training' | 'evaluation';
+export type RunState = 'missing' | 'queued' | 'running' | 'completed' | 'failed';
+export type JobStateOrMissing = JobState | 'missing';
+
+export interface JobProgressView {
+  queue: QueueName;
+  jobId: string;
+  state: JobStateOrMissing;
+  /** What the handler last passed to updateProgress (a number or an object), null before that. */
+  progress: unknown;
+  attemptsMade: number;
+  /** Reason of the last failed attempt, also while a retry is pending. */
+  failedReason: string | null;
+}
+
+export interface ShardProgressView extends JobProgressView {
+  shardId: string;
+}
+
+export interface RunProgress {
+  runId: string;
+  kind: RunKind;
+  state: RunState;
+  parent: JobProgressView | null;
+  counts: { total: number; done: number; active: number; waiting: number; delayed: number; failed: number; missing: number };
+  shards: ShardProgressView[];
+  /** Jobs that failed for good (children and parent), with their reasons. */
+  failures: { jobId: string; shardId: string | null; reason: string; attemptsMade: number }[];
+}
+
+const RUN_QUEUES: Record<RunKind, { parent: QueueName; child: QueueName; parentId: (r: string) => string; childId: (r: string, s: string) => string }> = {
+  training: { parent: INDEX_QUEUE, child: FEATURES_QUEUE, parentId: jobIds.buildIndex, childId: jobIds.extractFeatures },
+  evaluation: { parent: REPORT_QUEUE, child: SCORE_QUEUE, parentId: jobIds.report, childId: jobIds.scoreShard },
+};
+
+async function jobView(queue: Queue, jobId: string): Promise<JobProgressView> {
+  // State first: the job hash read after it is at least as new, so a 'failed' job has its reason.
+  const missing: JobProgressView = { queue: queue.name as QueueName, jobId, state: 'missing', progress: null, attemptsMade: 0, failedReason: null };
+  const state = await queue.getJobState(jobId);
+  if (state === 'unknown') return missing;
+  const job = await queue.getJob(jobId);
+  if (!job) return missing;
+  return {
+    queue: queue.name as QueueName,
+    jobId,
+    state,
+    progress: job.progress ?? null,
+    attemptsMade: job.attemptsMade,
+    failedReason: job.failedReason || null,
+  };
+}
+
+/**
+ * Where a run stands, for the `status` command: the parent job and every shard job with state,
+ * progress and failure reason. Reads only (one lookup per shard, 100 at a time).
+ */
+export async function runProgress(
+  connection: Redis,
+  runId: string,
+  kind: RunKind,
+  opts: { prefix?: string } = {},
+): Promise<RunProgress> {
+  checkRunId(`${kind} run`, runId);
+  const q = RUN_QUEUES[kind];
+  const prefix = opts.prefix ?? DEFAULT_QUEUE_PREFIX;
+  const parentQueue = new Queue(q.parent, { connection, prefix, skipMetasUpdate: true });
+  const childQueue = new Queue(q.child, { connection, prefix, skipMetasUpdate: true });
+  // Connection errors surface as rejected reads below; without listeners BullMQ would also print them.
+  const ignore = () => {};
+  parentQueue.on('error', ignore);
+  childQueue.on('error', ignore);
+  try {
+    const counts = { total: 0, done: 0, active: 0, waiting: 0, delayed: 0, failed: 0, missing: 0 };
+    const parentJob = await parentQueue.getJob(q.parentId(runId));
+    if (!parentJob) return { runId, kind, state: 'missing', parent: null, counts, shards: [], failures: [] };
+    const parent = await jobView(parentQueue, q.parentId(runId));
+    const shardIds: string[] = Array.isArray(parentJob.data?.shards) ? parentJob.data.shards.map(String) : [];
+    // Completed children are listed in the parent's dependencies even after retention removed them.
+    const deps = await parentJob.getDependencies();
+    const processed = new Set(Object.keys(deps.processed ?? {}).map((k) => shardIdOfJobId(k)));
+
+    const shards: ShardProgressView[] = [];
+    for (let i = 0; i < shardIds.length; i += 100) {
+      const chunk = shardIds.slice(i, i + 100);
+      const views = await Promise.all(
+        chunk.map(async (shardId): Promise<ShardProgressView> => {
+          const view = await jobView(childQueue, q.childId(runId, shardId));
+          if (processed.has(shardId) && view.state === 'missing') view.state = 'completed';
+          return { shardId, ...view };
+        }),
+      );
+      shards.push(...views);
+    }
+
+    const failures: RunProgress['failures'] = [];
+    for (const s of shards) {
+      counts.total++;
+      switch (s.state) {
+        case 'completed': counts.done++; break;
+        case 'active': counts.active++; break;
+        case 'delayed': counts.delayed++; break;
+        case 'failed': counts.failed++; break;
+        case 'missing': counts.missing++; break;
+        default: counts.waiting++; // waiting, prioritized, waiting-children
+      }
+      if (s.state === 'failed') {
+        failures.push({ jobId: s.jobId, shardId: s.shardId, reason: s.failedReason ?? 'unknown', attemptsMade: s.attemptsMade });
+      }
+    }
+    if (parent.state === 'failed') {
+      failures.push({ jobId: parent.jobId, shardId: null, reason: parent.failedReason ?? 'unknown', attemptsMade: parent.attemptsMade });
+    }
+
+    let state: RunState;
+    if (parent.state === 'completed') state = 'completed';
+    else if (parent.state === 'failed' || counts.failed > 0) state = 'failed';
+    else if (parent.state === 'active' || counts.active + counts.done + counts.delayed > 0) state = 'running';
+    else state = 'queued';
+    return { runId, kind, state, parent, counts, shards, failures };
+  } finally {
+    await Promise.all([parentQueue.close(), childQueue.close()]);
+  }
+}

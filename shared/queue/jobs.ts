@@ -1,0 +1,167 @@
+// Queue names and job payloads in one place. Producers validate a payload before enqueueing it and
+// workers validate it again before running it, with the same zod schema, so a worker of another
+// version fails the job with a clear message instead of misreading it.
+//
+// Schemas are not strict: unknown fields are dropped rather than rejected, so an older worker keeps
+// working while newer producers add optional fields during a rolling upgrade.
+import { z } from 'zod';
+import type { JobsOptions } from 'bullmq';
+import { RECIPE_NAMES } from '../features/recipes.js';
+
+export const FEATURES_QUEUE = 'patchcore-features';
+export const INDEX_QUEUE = 'patchcore-index';
+export const SCORE_QUEUE = 'patchcore-score';
+export const REPORT_QUEUE = 'patchcore-report';
+
+export const QUEUE_NAMES = [FEATURES_QUEUE, INDEX_QUEUE, SCORE_QUEUE, REPORT_QUEUE] as const;
+export type QueueName = (typeof QUEUE_NAMES)[number];
+
+/** Job kinds; a job's BullMQ name is its kind. */
+export const JOB_KINDS = ['extract-features', 'build-index', 'score-shard', 'report'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
+
+/** Every kind has its own queue, so a worker pool can be sized per kind. */
+export const QUEUE_OF_KIND = {
+  'extract-features': FEATURES_QUEUE,
+  'build-index': INDEX_QUEUE,
+  'score-shard': SCORE_QUEUE,
+  report: REPORT_QUEUE,
+} as const satisfies Record<JobKind, QueueName>;
+
+export const KIND_OF_QUEUE = {
+  [FEATURES_QUEUE]: 'extract-features',
+  [INDEX_QUEUE]: 'build-index',
+  [SCORE_QUEUE]: 'score-shard',
+  [REPORT_QUEUE]: 'report',
+} as const satisfies Record<QueueName, JobKind>;
+
+export type KindOfQueue<Q extends QueueName> = (typeof KIND_OF_QUEUE)[Q];
+
+export const MAX_ID_LENGTH = 128;
+const ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+
+/** Run, shard, category and version ids: they become S3 key segments and parts of job ids. */
+export function idProblem(value: string): string | null {
+  if (!ID_RE.test(value)) return `must be 1 to ${MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ -`;
+  // Same rule as the storage keys: no hidden or parent-directory segments.
+  if (value.startsWith('.') || value.includes('..')) return 'must not start with "." or contain ".."';
+  return null;
+}
+
+const Id = z.string().superRefine((v, ctx) => {
+  const problem = idProblem(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} ${problem}` });
+});
+
+const ObjectKey = z.string().min(1).max(1024);
+const ShardList = z
+  .array(Id)
+  .min(1)
+  .superRefine((shards, ctx) => {
+    const seen = new Set<string>();
+    shards.forEach((s, i) => {
+      if (seen.has(s)) ctx.addIssue({ code: 'custom', path: [i], message: `duplicate shard id ${JSON.stringify(s)}` });
+      seen.add(s);
+    });
+  });
+const Recipe = z.enum(RECIPE_NAMES);
+const Ratio = z.number().gt(0).max(1);
+const Seed = z.number().int();
+const ModelRef = z.object({ category: Id, version: Id });
+
+export const ExtractFeaturesPayloadSchema = z.object({
+  runId: Id,
+  shardId: Id,
+  imageKeys: z.array(ObjectKey).min(1),
+  datasetPrefix: ObjectKey,
+  recipe: Recipe,
+  frame: z.object({
+    resize: z.number().int().positive().nullable(),
+    crop: z.number().int().positive().nullable(),
+  }),
+  weights: z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits') }),
+  /** Optional per-shard coreset before the global one, to bound what build-index has to load. */
+  perShardCoreset: z.object({ ratio: Ratio, seed: Seed }).nullable().optional(),
+  batchSize: z.number().int().min(1).max(256),
+});
+
+export const BuildIndexPayloadSchema = z.object({
+  runId: Id,
+  category: Id,
+  version: Id,
+  recipe: Recipe,
+  coreset: z.object({ ratio: Ratio, seed: Seed, projectionDim: z.number().int().positive() }),
+  hnsw: z.object({
+    M: z.number().int().min(2).max(128),
+    efConstruction: z.number().int().positive(),
+    efSearch: z.number().int().positive(),
+  }),
+  shards: ShardList,
+});
+
+export const ScoreShardPayloadSchema = z.object({
+  runId: Id,
+  shardId: Id,
+  model: ModelRef,
+  imageKeys: z.array(ObjectKey).min(1),
+  datasetPrefix: ObjectKey,
+});
+
+export const ReportPayloadSchema = z.object({
+  runId: Id,
+  model: ModelRef,
+  shards: ShardList,
+  datasetPrefix: ObjectKey,
+  category: Id,
+});
+
+export type ExtractFeaturesPayload = z.infer<typeof ExtractFeaturesPayloadSchema>;
+export type BuildIndexPayload = z.infer<typeof BuildIndexPayloadSchema>;
+export type ScoreShardPayload = z.infer<typeof ScoreShardPayloadSchema>;
+export type ReportPayload = z.infer<typeof ReportPayloadSchema>;
+
+export interface JobPayloads {
+  'extract-features': ExtractFeaturesPayload;
+  'build-index': BuildIndexPayload;
+  'score-shard': ScoreShardPayload;
+  report: ReportPayload;
+}
+
+export const PAYLOAD_SCHEMAS: { [K in JobKind]: z.ZodType<JobPayloads[K]> } = {
+  'extract-features': ExtractFeaturesPayloadSchema,
+  'build-index': BuildIndexPayloadSchema,
+  'score-shard': ScoreShardPayloadSchema,
+  report: ReportPayloadSchema,
+};
+
+function issuePath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : `${out ? '.' : ''}${String(p)}`;
+  return out || '(payload)';
+}
+
+/**
+ * Returns `data` as a `kind` payload, or throws
+ * `invalid <kind> payload in job <jobId>: <field>: <problem>; <field>: <problem>`.
+ */
+export function validatePayload<K extends JobKind>(kind: K, data: unknown, jobId: string | undefined): JobPayloads[K] {
+  const schema = PAYLOAD_SCHEMAS[kind] as z.ZodType<JobPayloads[K]> | undefined;
+  if (!schema) throw new Error(`unknown job kind ${JSON.stringify(kind)} (job ${jobId ?? '(no id)'})`);
+  const parsed = schema.safeParse(data);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((i) => `${issuePath(i.path)}: ${i.message}`);
+  throw new Error(`invalid ${kind} payload in job ${jobId ?? '(no id)'}: ${problems.join('; ')}`);
+}
+
+/**
+ * Options for every job of the pipeline. Attempts are for transient faults (S3 or Redis hiccups,
+ * a killed pod); a deterministic failure still ends after 3 tries, 10 s then 20 s apart. Finished
+ * jobs are kept for a week (failed: a month), long enough for `status`, bounded so Redis does not grow.
+ * Note that a run id can only be submitted again once its jobs have been removed (ids are deterministic).
+ */
+export const defaultJobOptions = {
+  attempts: 3,
+  backoff: { type: 'exponential', delay: 10_000 },
+  removeOnComplete: { age: 7 * 24 * 3600, count: 10_000 },
+  removeOnFail: { age: 30 * 24 * 3600, count: 10_000 },
+} as const satisfies JobsOptions;
