@@ -1,10 +1,21 @@
 // The `patchcore` command: one entry point for the local commands, the distributed pipeline and the workers.
 import { UsageError } from './args.js';
+import { DEMO_USAGE, demoCommand } from './commands/demo.js';
 import { EVALUATE_USAGE, FIT_USAGE, evaluateCommand, fitCommand } from './commands/local.js';
+import {
+  INGEST_USAGE, REPORT_USAGE, STATUS_USAGE, SUBMIT_USAGE, WORKER_USAGE,
+  ingestCommand, reportCommand, statusCommand, submitCommand, workerCommand,
+} from './commands/pipeline.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: string; summary: string }> = {
   fit: { run: fitCommand, usage: FIT_USAGE, summary: 'train a model folder from a category folder (in-process)' },
-  evaluate: { run: evaluateCommand, usage: EVALUATE_USAGE, summary: 'score a category\'s test set and write metrics.json' },
+  evaluate: { run: evaluateCommand, usage: EVALUATE_USAGE, summary: 'score a category\'s test set and write metrics.json and the report' },
+  demo: { run: demoCommand, usage: DEMO_USAGE, summary: 'the distributed pipeline end to end on this machine (train, evaluate, report)' },
+  ingest: { run: ingestCommand, usage: INGEST_USAGE, summary: 'upload a local category folder to the bucket' },
+  submit: { run: submitCommand, usage: SUBMIT_USAGE, summary: 'submit a training or evaluation run to the queues' },
+  status: { run: statusCommand, usage: STATUS_USAGE, summary: 'show (or --watch) a run\'s progress' },
+  worker: { run: workerCommand, usage: WORKER_USAGE, summary: 'run a pipeline worker: features, index or score' },
+  report: { run: reportCommand, usage: REPORT_USAGE, summary: 'download a run\'s report from the bucket' },
 };
 
 function usage(): string {

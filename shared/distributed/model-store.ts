@@ -2,7 +2,6 @@
 // and the category's `latest` pointer. The manifest is uploaded after the bank files and the pointer moves only
 // after the manifest, so a reader that finds either sees a complete model.
 import { mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { MemoryBank } from '../bank/index.js';
@@ -13,20 +12,14 @@ import type { ObjectStore } from '../storage/object-store.js';
 const LatestSchema = z.object({ version: z.string(), updatedAt: z.string(), runId: z.string().optional() });
 export const latestKey = (category: string) => `${modelCategoryPrefix(category)}latest`;
 
-/** Saves bank and manifest locally, then uploads them: bank files first, manifest last. */
+/** Uploads a saved bank folder and the manifest: bank files first, manifest last. */
 export async function uploadModel(
-  store: ObjectStore, category: string, version: string, bank: MemoryBank, manifest: ModelManifest,
+  store: ObjectStore, category: string, version: string, bankDir: string, manifest: ModelManifest,
 ): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'patchcore-model-'));
-  try {
-    await bank.save(dir);
-    for (const file of ['bank.f32', 'bank.hnsw', 'bank.json'] as const) {
-      await store.putObject(modelKey(category, version, file), await readFile(join(dir, file)));
-    }
-    await store.putJson(modelKey(category, version, 'manifest.json'), manifest);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+  for (const file of ['bank.f32', 'bank.hnsw', 'bank.json'] as const) {
+    await store.putObject(modelKey(category, version, file), await readFile(join(bankDir, file)));
   }
+  await store.putJson(modelKey(category, version, 'manifest.json'), manifest);
 }
 
 export async function setLatest(store: ObjectStore, category: string, version: string, runId?: string): Promise<void> {

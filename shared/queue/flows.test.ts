@@ -17,20 +17,20 @@ import {
   type TrainingRunSpec,
 } from './flows.js';
 import { FEATURES_QUEUE, INDEX_QUEUE, REPORT_QUEUE, SCORE_QUEUE, type QueueName } from './jobs.js';
-import { startTestRedis, waitFor, type TestRedis } from './test-redis.js';
+import { startRedisServer, waitFor, type RedisServer } from '../embedded/redis-server.js';
 import { startWorker, type WorkerHandle } from './worker-runtime.js';
 
 const quiet = pino({ level: 'silent' });
 // The hash-tagged prefix a Redis Cluster deployment would use; it must work end to end.
 const PREFIX = '{pc}';
 
-let redis: TestRedis;
+let redis: RedisServer;
 let conn: Redis;
 let producer: FlowProducer;
 const workers: WorkerHandle[] = [];
 
 before(async () => {
-  redis = await startTestRedis();
+  redis = await startRedisServer();
   const cfg = redisConfigFromEnv({ REDIS_URL: redis.url, QUEUE_PREFIX: PREFIX });
   conn = createRedisConnection(cfg);
   producer = createFlowProducer(conn, cfg.prefix);
@@ -51,7 +51,7 @@ function trainingSpec(runId: string, shards: string[]): TrainingRunSpec {
     recipe: 'paper',
     datasetPrefix: 'datasets/bottle/',
     frame: { resize: 256, crop: 224 },
-    weights: { sha256: '0f'.repeat(32) },
+    weights: { file: 'resnet50.h5', sha256: '0f'.repeat(32) },
     batchSize: 4,
     coreset: { ratio: 0.1, seed: 0, projectionDim: 128 },
     hnsw: { M: 16, efConstruction: 200, efSearch: 64 },

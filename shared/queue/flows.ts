@@ -58,7 +58,8 @@ export interface TrainingRunSpec {
   recipe: ExtractFeaturesPayload['recipe'];
   datasetPrefix: string;
   frame: ExtractFeaturesPayload['frame'];
-  weights: ExtractFeaturesPayload['weights'];
+  weights: BuildIndexPayload['weights'];
+  sigma?: number;
   batchSize: number;
   perShardCoreset?: ExtractFeaturesPayload['perShardCoreset'];
   coreset: BuildIndexPayload['coreset'];
@@ -127,7 +128,7 @@ export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: Trai
         datasetPrefix: spec.datasetPrefix,
         recipe: spec.recipe,
         frame: spec.frame,
-        weights: spec.weights,
+        weights: { sha256: spec.weights.sha256 },
         perShardCoreset: spec.perShardCoreset ?? null,
         batchSize: spec.batchSize,
       },
@@ -144,6 +145,9 @@ export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: Trai
       recipe: spec.recipe,
       coreset: spec.coreset,
       hnsw: spec.hnsw,
+      weights: spec.weights,
+      frame: spec.frame,
+      sigma: spec.sigma,
       shards: spec.shards.map((s) => s.shardId),
     },
     parentId,
@@ -226,6 +230,8 @@ export interface JobProgressView {
   attemptsMade: number;
   /** Reason of the last failed attempt, also while a retry is pending. */
   failedReason: string | null;
+  /** What the handler returned, once the job completed. */
+  returnValue?: unknown;
 }
 
 export interface ShardProgressView extends JobProgressView {
@@ -262,6 +268,7 @@ async function jobView(queue: Queue, jobId: string): Promise<JobProgressView> {
     progress: job.progress ?? null,
     attemptsMade: job.attemptsMade,
     failedReason: job.failedReason || null,
+    returnValue: job.returnvalue ?? null,
   };
 }
 

@@ -70,6 +70,7 @@ test('errors name the kind, the job and every bad field', () => {
         {
           runId: 'r', category: 'bottle', version: 'v1', recipe: 'seed',
           coreset: { ratio: 0.1, seed: 0, projectionDim: 128 }, hnsw: { M: 16, efConstruction: 200, efSearch: 64 },
+          weights: { file: 'w.h5', sha256: 'ab'.repeat(32) }, frame: { resize: 256, crop: 224 },
           shards: ['0', '1', '0'],
         },
         'r~index',

@@ -69,16 +69,18 @@ const Ratio = z.number().gt(0).max(1);
 const Seed = z.number().int();
 const ModelRef = z.object({ category: Id, version: Id });
 
+const Frame = z.object({
+  resize: z.number().int().positive().nullable(),
+  crop: z.number().int().positive().nullable(),
+});
+
 export const ExtractFeaturesPayloadSchema = z.object({
   runId: Id,
   shardId: Id,
   imageKeys: z.array(ObjectKey).min(1),
   datasetPrefix: ObjectKey,
   recipe: Recipe,
-  frame: z.object({
-    resize: z.number().int().positive().nullable(),
-    crop: z.number().int().positive().nullable(),
-  }),
+  frame: Frame,
   weights: z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits') }),
   /** Optional per-shard coreset before the global one, to bound what build-index has to load. */
   perShardCoreset: z.object({ ratio: Ratio, seed: Seed }).nullable().optional(),
@@ -91,6 +93,11 @@ export const BuildIndexPayloadSchema = z.object({
   version: Id,
   recipe: Recipe,
   coreset: z.object({ ratio: Ratio, seed: Seed, projectionDim: z.number().int().positive() }),
+  /** Recorded in the model manifest: the weights and framing the feature workers used. */
+  weights: z.object({ file: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits') }),
+  frame: Frame,
+  /** Anomaly-map smoothing at the 224-pixel scale (default 4). */
+  sigma: z.number().positive().optional(),
   hnsw: z.object({
     M: z.number().int().min(2).max(128),
     efConstruction: z.number().int().positive(),

@@ -8,17 +8,17 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createRedisConnection, redisConfigFromEnv } from './config.js';
 import { SCORE_QUEUE, type ScoreShardPayload } from './jobs.js';
-import { startTestRedis, waitFor, type TestRedis } from './test-redis.js';
+import { startRedisServer, waitFor, type RedisServer } from '../embedded/redis-server.js';
 import { startWorker, type JobHandler, type StartWorkerOptions } from './worker-runtime.js';
 
 const quiet = pino({ level: 'silent' });
 
-let redis: TestRedis;
+let redis: RedisServer;
 let conn: Redis;
 let queue: Queue;
 
 before(async () => {
-  redis = await startTestRedis();
+  redis = await startRedisServer();
   conn = createRedisConnection(redisConfigFromEnv({ REDIS_URL: redis.url }));
   queue = new Queue(SCORE_QUEUE, { connection: conn });
 });
@@ -55,7 +55,7 @@ async function stateOf(q: Queue, jobId: string) {
 
 test('health endpoint reports counters while Redis is up, 503 once it goes away; jobs log with their context', async () => {
   // A server of its own, because this test kills it.
-  const own = await startTestRedis();
+  const own = await startRedisServer();
   const ownConn = createRedisConnection(redisConfigFromEnv({ REDIS_URL: own.url }));
   const ownQueue = new Queue(SCORE_QUEUE, { connection: ownConn });
   ownQueue.on('error', () => {}); // expected once the server is killed

@@ -15,10 +15,10 @@ import { defaultDatasetDir } from '../paths.js';
 import { storageConfigFromEnv } from './config.js';
 import { datasetKey, datasetPrefix } from './keys.js';
 import { localPathForKey, NotFoundError, ObjectStore, StorageError } from './object-store.js';
-import { startS3rver, type TestS3 } from './s3rver-fixture.js';
+import { startS3rver, type S3Server } from '../embedded/s3-server.js';
 
 const MiB = 1024 * 1024;
-let s3: TestS3;
+let s3: S3Server;
 let store: ObjectStore;
 let scratch: string;
 

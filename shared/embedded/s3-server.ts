@@ -1,5 +1,5 @@
-// A real S3 server for tests: s3rver in this process, on 127.0.0.1 with a free port and a fresh
-// temporary directory. Tests of any package may use it (call stop() in `after`).
+// A real S3-compatible server (s3rver) in this process, for the tests and for `patchcore demo` when no
+// S3_ENDPOINT is given: on 127.0.0.1 with a free port and a fresh temporary directory (call stop()).
 //
 // s3rver 3.7 encrypts ListObjectsV2 continuation tokens with single DES, which OpenSSL 3 (Node >= 17)
 // only offers in its legacy provider: every truncated listing then fails with HTTP 500. The shim
@@ -13,7 +13,7 @@ import { join } from 'node:path';
 
 const require = createRequire(import.meta.url);
 
-export interface TestS3 {
+export interface S3Server {
   endpoint: string;
   bucket: string;
   /** S3_* variables for storageConfigFromEnv / ObjectStore.fromEnv (s3rver's dummy credentials). */
@@ -56,7 +56,7 @@ function ensureDesForS3rver(): void {
 }
 
 /** Starts s3rver; the bucket is not created (ObjectStore.ensureBucket() does that). */
-export async function startS3rver(bucket = 'patchcore-test'): Promise<TestS3> {
+export async function startS3rver(bucket = 'patchcore-test'): Promise<S3Server> {
   ensureDesForS3rver();
   const S3rver = require('s3rver') as S3rverClass;
   const directory = await mkdtemp(join(tmpdir(), 'patchcore-s3rver-'));

@@ -1,5 +1,6 @@
-// A throw-away redis-server for tests: its own free port on 127.0.0.1, its own temp dir, no persistence.
-// Usage:  const redis = await startTestRedis();  ...  after(() => redis.stop());
+// A private redis-server: its own free port on 127.0.0.1, its own temp dir, no persistence. Used by the tests
+// and by `patchcore demo` when no REDIS_URL is given.
+// Usage:  const redis = await startRedisServer();  ...  after(() => redis.stop());
 // Each call starts a separate server, so a test may kill one (redis.kill()) without disturbing others.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -7,7 +8,7 @@ import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export interface TestRedis {
+export interface RedisServer {
   readonly port: number;
   /** redis://127.0.0.1:<port> */
   readonly url: string;
@@ -98,7 +99,7 @@ async function startOnce(bin: string, port: number, dir: string, readyTimeoutMs:
 }
 
 /** Starts a private redis-server and resolves once it answers PING. */
-export async function startTestRedis(opts: { readyTimeoutMs?: number } = {}): Promise<TestRedis> {
+export async function startRedisServer(opts: { readyTimeoutMs?: number } = {}): Promise<RedisServer> {
   const bin = redisServerBin();
   const dir = mkdtempSync(join(tmpdir(), 'patchcore-redis-'));
   let child: ChildProcess | undefined;

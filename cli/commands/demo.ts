@@ -1,0 +1,162 @@
+// `patchcore demo`: the whole distributed pipeline on one machine. Without REDIS_URL / S3_ENDPOINT it starts a
+// private redis-server and an s3rver in temp folders; it starts one worker of each kind as separate processes,
+// uploads the data set, trains, evaluates, downloads the report and stops everything it started.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import { startRedisServer, type RedisServer } from '../../shared/embedded/redis-server.js';
+import { startS3rver, type S3Server } from '../../shared/embedded/s3-server.js';
+import { createLogger } from '../../shared/log.js';
+import { defaultDatasetDir, defaultWeightsPath, repoRoot } from '../../shared/paths.js';
+import { sha256File } from '../../shared/pipeline/fit.js';
+import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/config.js';
+import { createFlowProducer } from '../../shared/queue/flows.js';
+import { reportPrefix } from '../../shared/storage/keys.js';
+import { ObjectStore } from '../../shared/storage/object-store.js';
+import { storageConfigFromEnv } from '../../shared/storage/config.js';
+import { ingestDataset, submitEvaluation, submitTraining } from '../../services/producer/submit.js';
+import { intFlag, parseCommand, numberFlag } from '../args.js';
+import { watchRun } from './pipeline.js';
+
+export const DEMO_USAGE = `patchcore demo [--data <category dir>] [--out <dir>] [options]
+  --data <dir>             MVTec AD style category (default: the shared bottle set)
+  --out <dir>              where the report is downloaded (default ./patchcore-demo)
+  --feature-workers <n>    feature worker processes (default 1)
+  --shard-size <n>         images per shard (default 32)
+  --per-shard-coreset <r>  merge-and-reduce: reduce each shard with its own coreset first
+  --weights <h5>           Keras ResNet-50 weights (default: the shared file)
+  Uses REDIS_URL and S3_ENDPOINT/S3_BUCKET/... when set; otherwise starts its own redis-server and s3rver.`;
+
+const REDIS_MISSING = `redis-server was not found. Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis),
+or point the demo at an existing Redis with REDIS_URL=redis://host:6379 (or set REDIS_SERVER_BIN to the binary).`;
+
+function stopChild(child: ChildProcess, ms = 30_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolveStop) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolveStop();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+export async function demoCommand(argv: string[]): Promise<void> {
+  const o = parseCommand('demo', argv, {
+    data: { type: 'string' }, out: { type: 'string' }, 'feature-workers': { type: 'string' }, 'shard-size': { type: 'string' },
+    'per-shard-coreset': { type: 'string' }, weights: { type: 'string' },
+  }, z.object({
+    data: z.string().default(() => defaultDatasetDir()),
+    out: z.string().default('patchcore-demo'),
+    'feature-workers': intFlag.refine((n) => n >= 1 && n <= 16, { message: 'expected 1 to 16' }).default(1),
+    'shard-size': intFlag.refine((n) => n >= 1, { message: 'expected a positive integer' }).default(32),
+    'per-shard-coreset': numberFlag.refine((r) => r > 0 && r <= 1, { message: 'expected a ratio in (0, 1]' }).optional(),
+    weights: z.string().default(() => defaultWeightsPath()),
+  }));
+  const log = createLogger('demo');
+  const out = resolve(o.out);
+  const dataDir = resolve(o.data);
+  const weightsPath = resolve(o.weights);
+  const category = dataDir.split('/').filter(Boolean).pop()!.replace(/[^A-Za-z0-9._-]/g, '-');
+  mkdirSync(out, { recursive: true });
+  const t0 = performance.now();
+  const phases: Record<string, number> = {};
+  const cleanups: (() => Promise<void>)[] = [];
+  const children: ChildProcess[] = [];
+  const onSignal = () => {
+    log.warn('interrupted: stopping workers and servers');
+    for (const c of children) c.kill('SIGTERM');
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const env: Record<string, string | undefined> = { ...process.env };
+    if (!env.REDIS_URL) {
+      let redis: RedisServer;
+      try {
+        redis = await startRedisServer();
+      } catch (err) {
+        if ((err as Error).message.startsWith('cannot start')) throw new Error(REDIS_MISSING);
+        throw err;
+      }
+      cleanups.push(() => redis.stop());
+      env.REDIS_URL = redis.url;
+      log.info({ redis: redis.url }, 'started a private redis-server');
+    }
+    if (!env.S3_ENDPOINT) {
+      const s3: S3Server = await startS3rver('patchcore-demo');
+      cleanups.push(() => s3.stop());
+      Object.assign(env, s3.env);
+      log.info({ endpoint: s3.endpoint }, 'started a private S3-compatible server (s3rver)');
+    }
+    const store = new ObjectStore(storageConfigFromEnv(env));
+    cleanups.push(async () => store.destroy());
+    await store.ensureBucket();
+
+    // Workers are separate processes, as in production; their logs go to a file beside the report.
+    const workerLog = createWriteStream(join(out, 'workers.log'));
+    cleanups.push(() => new Promise((r) => workerLog.end(r)));
+    const kinds = [...Array(o['feature-workers']).fill('features'), 'index', 'score'] as string[];
+    for (const kind of kinds) {
+      const child = spawn(process.execPath, [join(repoRoot, 'bin', 'patchcore.js'), 'worker', kind], {
+        env: { ...env, PATCHCORE_WEIGHTS: weightsPath, HEALTH_PORT: '0', MODEL_CACHE_DIR: join(out, '.model-cache') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      child.stdout!.pipe(workerLog, { end: false });
+      child.stderr!.pipe(workerLog, { end: false });
+      children.push(child);
+    }
+    cleanups.push(async () => {
+      await Promise.all(children.map((c) => stopChild(c)));
+    });
+    log.info({ workers: kinds }, 'workers started');
+
+    const redisConfig = redisConfigFromEnv(env);
+    const connection = createRedisConnection(redisConfig, { mode: 'fail-fast', connectionName: 'demo', logger: log });
+    const flows = createFlowProducer(connection, redisConfig.prefix);
+    cleanups.push(async () => {
+      await flows.close();
+      await connection.quit().catch(() => connection.disconnect());
+    });
+    const ctx = { store, flows, log };
+
+    let t = performance.now();
+    const ingested = await ingestDataset(store, dataDir, category);
+    phases.ingest_ms = Math.round(performance.now() - t);
+    log.info({ files: ingested.files, prefix: ingested.prefix }, 'data set uploaded');
+
+    t = performance.now();
+    const train = await submitTraining(ctx, {
+      dataset: category, shardSize: o['shard-size'], perShardCoresetRatio: o['per-shard-coreset'] ?? null,
+      weights: { file: weightsPath, sha256: await sha256File(weightsPath) },
+    });
+    const trained = await watchRun(connection, train.runId, 'training', redisConfig.prefix, log);
+    phases.train_ms = Math.round(performance.now() - t);
+
+    t = performance.now();
+    const evaluation = await submitEvaluation(ctx, { dataset: category, version: train.version, shardSize: o['shard-size'] });
+    const evaluated = await watchRun(connection, evaluation.runId, 'evaluation', redisConfig.prefix, log);
+    phases.evaluate_ms = Math.round(performance.now() - t);
+
+    t = performance.now();
+    const reportDir = join(out, 'report');
+    await store.downloadPrefix(reportPrefix(evaluation.runId), reportDir);
+    phases.download_ms = Math.round(performance.now() - t);
+    const metrics = JSON.parse(await import('node:fs/promises').then((fs) => fs.readFile(join(reportDir, 'metrics.json'), 'utf8')));
+    const summary = {
+      image_auroc: metrics.image_auroc, pixel_auroc: metrics.pixel_auroc, aupro: metrics.aupro, f1_max: metrics.f1_max,
+      threshold: metrics.threshold, confusion_matrix: metrics.confusion_matrix, images: metrics.images,
+      model: `${category}/${train.version}`, training_run: train.runId, evaluation_run: evaluation.runId,
+      report: join(reportDir, 'index.html'), metrics: join(reportDir, 'metrics.json'),
+      training: trained.parent?.returnValue ?? null, evaluation: evaluated.parent?.returnValue ?? null,
+      wall_ms: { ...phases, total: Math.round(performance.now() - t0) },
+    };
+    process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    for (const cleanup of cleanups.reverse()) await cleanup().catch((err) => log.warn({ err: String(err) }, 'cleanup failed'));
+  }
+}

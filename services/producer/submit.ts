@@ -1,0 +1,145 @@
+// Producer: uploads datasets, splits a dataset prefix into shards and enqueues the training or evaluation flow,
+// and waits for runs. Everything a run needs is in its job payloads; runs/<run>/run.json records the submission.
+import { randomBytes } from 'node:crypto';
+import { basename } from 'node:path';
+import type { FlowProducer } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { DEFAULT_HNSW, type HnswParams } from '../../shared/bank/index.js';
+import { listStoredDataset } from '../../shared/distributed/dataset-store.js';
+import { resolveVersion } from '../../shared/distributed/model-store.js';
+import { getRecipe, type RecipeName } from '../../shared/features/recipes.js';
+import type { FrameSpec } from '../../shared/image/index.js';
+import type { Logger } from '../../shared/log.js';
+import { enqueueEvaluationFlow, enqueueTrainingFlow, runProgress, type RunKind, type RunProgress, type ShardSpec } from '../../shared/queue/flows.js';
+import { datasetPrefix, runManifestKey, shardName } from '../../shared/storage/keys.js';
+import type { ObjectStore } from '../../shared/storage/object-store.js';
+
+export interface ProducerContext {
+  store: ObjectStore;
+  flows: FlowProducer;
+  log: Logger;
+}
+
+/** A sortable, unique run id: <kind>-<category>-<UTC time>-<random>. */
+export function newRunId(kind: 'train' | 'eval', category: string, now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${kind}-${category}-${stamp}-${randomBytes(2).toString('hex')}`;
+}
+
+export function splitShards(imageKeys: string[], shardSize: number): ShardSpec[] {
+  if (!Number.isInteger(shardSize) || shardSize < 1) throw new Error(`shard size must be a positive integer, got ${shardSize}`);
+  const shards: ShardSpec[] = [];
+  for (let i = 0; i < imageKeys.length; i += shardSize) {
+    shards.push({ shardId: shardName(shards.length), imageKeys: imageKeys.slice(i, i + shardSize) });
+  }
+  return shards;
+}
+
+export async function ingestDataset(store: ObjectStore, localDir: string, dataset: string): Promise<{ prefix: string; files: number }> {
+  const prefix = datasetPrefix(dataset);
+  const uploaded = await store.uploadDir(localDir, prefix);
+  return { prefix, files: uploaded.length };
+}
+
+export interface TrainingRequest {
+  dataset: string;
+  category?: string;
+  runId?: string;
+  version?: string;
+  recipe?: RecipeName;
+  coresetRatio?: number;
+  perShardCoresetRatio?: number | null;
+  seed?: number;
+  shardSize?: number;
+  batchSize?: number;
+  frame?: FrameSpec;
+  hnsw?: Partial<HnswParams>;
+  weights: { file: string; sha256: string };
+}
+
+export interface SubmittedRun {
+  runId: string;
+  kind: RunKind;
+  shards: number;
+  images: number;
+  alreadySubmitted: boolean;
+  version?: string;
+  category: string;
+}
+
+export async function submitTraining(ctx: ProducerContext, req: TrainingRequest): Promise<SubmittedRun> {
+  const category = req.category ?? req.dataset;
+  const recipe = getRecipe(req.recipe ?? 'paper');
+  const prefix = datasetPrefix(req.dataset);
+  const { train } = await listStoredDataset(ctx.store, prefix, { train: true });
+  const runId = req.runId ?? newRunId('train', category);
+  const version = req.version ?? runId.replace(/^train-/, 'v-');
+  const shards = splitShards(train.map((t) => prefix + t.path), req.shardSize ?? 32);
+  const seed = req.seed ?? 0;
+  const frame = req.frame ?? { resize: 256, crop: 224 };
+  const coreset = { ratio: req.coresetRatio ?? recipe.defaultCoresetRatio, seed, projectionDim: 128 };
+  await ctx.store.putJson(runManifestKey(runId), {
+    kind: 'training', runId, category, version, dataset: req.dataset, recipe: recipe.name, coreset, frame,
+    perShardCoresetRatio: req.perShardCoresetRatio ?? null, weights: req.weights, createdAt: new Date().toISOString(),
+    shards: shards.map((s) => ({ shardId: s.shardId, images: s.imageKeys.length })),
+  });
+  const enqueued = await enqueueTrainingFlow(ctx.flows, {
+    runId, category, version, recipe: recipe.name, datasetPrefix: prefix, frame,
+    weights: { file: basename(req.weights.file), sha256: req.weights.sha256 },
+    batchSize: req.batchSize ?? 8,
+    perShardCoreset: req.perShardCoresetRatio ? { ratio: req.perShardCoresetRatio, seed } : null,
+    coreset, hnsw: { ...DEFAULT_HNSW, ...req.hnsw }, shards,
+  });
+  ctx.log.info({ runId, category, version, shards: shards.length, images: train.length }, 'training run submitted');
+  return { runId, kind: 'training', shards: shards.length, images: train.length, alreadySubmitted: enqueued.alreadySubmitted, version, category };
+}
+
+export interface EvaluationRequest {
+  dataset: string;
+  category?: string;
+  /** A model version of the category, or 'latest'. */
+  version?: string;
+  runId?: string;
+  shardSize?: number;
+}
+
+export async function submitEvaluation(ctx: ProducerContext, req: EvaluationRequest): Promise<SubmittedRun> {
+  const category = req.category ?? req.dataset;
+  const version = await resolveVersion(ctx.store, category, req.version ?? 'latest');
+  const prefix = datasetPrefix(req.dataset);
+  const { test } = await listStoredDataset(ctx.store, prefix, { test: true });
+  const runId = req.runId ?? newRunId('eval', category);
+  const shards = splitShards(test.map((t) => prefix + t.path), req.shardSize ?? 32);
+  await ctx.store.putJson(runManifestKey(runId), {
+    kind: 'evaluation', runId, category, version, dataset: req.dataset, createdAt: new Date().toISOString(),
+    shards: shards.map((s) => ({ shardId: s.shardId, images: s.imageKeys.length })),
+  });
+  const enqueued = await enqueueEvaluationFlow(ctx.flows, {
+    runId, category, model: { category, version }, datasetPrefix: prefix, shards,
+  });
+  ctx.log.info({ runId, category, version, shards: shards.length, images: test.length }, 'evaluation run submitted');
+  return { runId, kind: 'evaluation', shards: shards.length, images: test.length, alreadySubmitted: enqueued.alreadySubmitted, version, category };
+}
+
+/** The kind of a run, from the job that exists for it. */
+export async function runKindOf(connection: Redis, runId: string, prefix: string): Promise<RunKind | null> {
+  for (const kind of ['training', 'evaluation'] as const) {
+    if ((await runProgress(connection, runId, kind, { prefix })).state !== 'missing') return kind;
+  }
+  return null;
+}
+
+/** Polls a run until it completes or fails; `onProgress` sees every poll. */
+export async function waitForRun(
+  connection: Redis, runId: string, kind: RunKind, prefix: string,
+  opts: { pollMs?: number; timeoutMs?: number; onProgress?: (p: RunProgress) => void } = {},
+): Promise<RunProgress> {
+  const deadline = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
+  for (;;) {
+    const p = await runProgress(connection, runId, kind, { prefix });
+    opts.onProgress?.(p);
+    if (p.state === 'completed' || p.state === 'failed') return p;
+    if (Date.now() > deadline) throw new Error(`run ${runId} did not finish within ${opts.timeoutMs} ms (state ${p.state})`);
+    await new Promise((r) => setTimeout(r, opts.pollMs ?? 1000));
+  }
+}

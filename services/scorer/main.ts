@@ -1,0 +1,45 @@
+// Scorer: score-shard jobs (anomaly scores and maps of one shard of test images) and the report jobs that
+// gather a run's shards into metrics and the report. One process serves both queues.
+import { createBackbone } from '../../shared/backbone/engine.js';
+import { ModelCache } from '../../shared/distributed/model-store.js';
+import { buildRunReport } from '../../shared/distributed/report-job.js';
+import { scoreShard } from '../../shared/distributed/score-shard.js';
+import { runningService, serviceContext, type RunningService } from '../../shared/distributed/service.js';
+import { sha256File } from '../../shared/pipeline/fit.js';
+import { REPORT_QUEUE, SCORE_QUEUE } from '../../shared/queue/jobs.js';
+import { startWorker } from '../../shared/queue/worker-runtime.js';
+
+export async function startScorer(opts: { handleSignals?: boolean } = {}): Promise<RunningService> {
+  const ctx = serviceContext('scorer');
+  const { settings } = ctx;
+  const weightsSha256 = await sha256File(settings.weightsPath);
+  const backbone = await createBackbone({ engine: settings.engine, weightsPath: settings.weightsPath, logger: ctx.log });
+  const models = new ModelCache(ctx.store, settings.modelCacheDir);
+  const common = {
+    connection: ctx.connection,
+    prefix: ctx.redisConfig.prefix,
+    logger: ctx.log,
+    shutdownGraceMs: ctx.worker.shutdownGraceMs,
+    lockDuration: ctx.worker.lockDurationMs,
+    handleSignals: opts.handleSignals,
+  };
+  const scoring = await startWorker({
+    ...common,
+    queue: SCORE_QUEUE,
+    concurrency: ctx.worker.concurrency,
+    healthPort: ctx.worker.healthPort,
+    handler: (payload, job) =>
+      scoreShard(payload, {
+        store: ctx.store, models, backbone, weightsSha256, log: job.log, batchSize: settings.batchSize,
+        progress: (done, total) => job.progress({ done, total }),
+      }),
+  });
+  const reports = await startWorker({
+    ...common,
+    queue: REPORT_QUEUE,
+    concurrency: 1,
+    healthPort: null,
+    handler: (payload, job) => buildRunReport(payload, { store: ctx.store, models, log: job.log }),
+  });
+  return runningService(ctx, [scoring, reports], () => backbone.dispose());
+}

@@ -1,0 +1,117 @@
+// Index worker step: the shard embeddings of a training run -> one coreset memory bank (merge-and-reduce: the
+// union of the shards' rows, per-shard coresets or all patches, reduced again) -> a model version in storage.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { DEFAULT_HNSW } from '../bank/index.js';
+import { getRecipe } from '../features/recipes.js';
+import type { Logger } from '../log.js';
+import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type ModelManifest } from '../model/manifest.js';
+import { buildBankInThread } from '../pipeline/bank-thread.js';
+import { StageTimer, peakRssMiB } from '../pipeline/timings.js';
+import type { BuildIndexPayload } from '../queue/jobs.js';
+import { embeddingsKey } from '../storage/keys.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { decodeTensorFile, type TensorFile } from '../storage/tensor-file.js';
+import { setLatest, uploadModel } from './model-store.js';
+import type { ShardFeaturesResult } from './shard-features.js';
+
+export interface MergeIndexResult {
+  category: string;
+  version: string;
+  bank: number;
+  trainPatches: number;
+  mergedRows: number;
+  images: number;
+  skipped: number;
+  embeddingBytes: number;
+  timings_ms: Record<string, number>;
+  peak_rss_mib: number;
+}
+
+export async function mergeShardsIntoModel(
+  p: BuildIndexPayload,
+  shardResults: Map<string, ShardFeaturesResult>,
+  ctx: { store: ObjectStore; log: Logger },
+): Promise<MergeIndexResult> {
+  const timer = new StageTimer();
+  const t0 = performance.now();
+  const recipe = getRecipe(p.recipe);
+  // Shards in the order the run lists them: the same rows in the same order as a single-process fit.
+  const files: TensorFile[] = [];
+  let embeddingBytes = 0;
+  for (const shard of p.shards) {
+    const key = embeddingsKey(p.runId, shard);
+    const buf = await timer.time('download', () => ctx.store.getObject(key));
+    embeddingBytes += buf.length;
+    const file = decodeTensorFile(buf, key);
+    if (file.header.dim !== recipe.dim || file.header.recipe !== recipe.name) {
+      throw new Error(`embeddings file "${key}" holds ${String(file.header.recipe)} features of ${file.header.dim} dims; this run uses ${recipe.name} (${recipe.dim})`);
+    }
+    files.push(file);
+  }
+  const rows = files.reduce((s, f) => s + f.header.count, 0);
+  const trainPatches = files.reduce((s, f) => s + Number(f.header.patches ?? f.header.count), 0);
+  const images = files.reduce((s, f) => s + f.header.images.length, 0);
+  if (rows === 0) throw new Error(`training run ${p.runId}: no shard produced any features (every image failed?)`);
+  const grids = new Set(files.filter((f) => f.header.count > 0).map((f) => f.header.grid.join('x')));
+  if (grids.size > 1) throw new Error(`training run ${p.runId}: shards disagree on the patch grid (${[...grids].join(', ')})`);
+
+  const merged = new Float32Array(rows * recipe.dim);
+  let offset = 0;
+  for (const f of files) {
+    merged.set(f.data, offset);
+    offset += f.data.length;
+  }
+  files.length = 0;
+
+  const hnsw = { ...DEFAULT_HNSW, ...p.hnsw };
+  const bankDir = await mkdtemp(join(tmpdir(), 'patchcore-bank-'));
+  try {
+    const built = await buildBankInThread({
+      features: merged, rows, dim: recipe.dim, trainPatches, dir: bankDir,
+      settings: { ratio: p.coreset.ratio, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, hnsw },
+      logBindings: { runId: p.runId },
+    });
+    for (const [stage, ms] of Object.entries(built.timings_ms)) timer.add(stage, ms);
+
+    const results = p.shards.map((s) => shardResults.get(s));
+    const first = results.find((r) => r !== undefined);
+    const grid = [...grids][0].split('x').map(Number) as [number, number];
+    const manifest: ModelManifest = {
+      format: MODEL_FORMAT,
+      version: MODEL_FORMAT_VERSION,
+      createdAt: new Date().toISOString(),
+      category: p.category,
+      recipe: recipe.name,
+      featureDim: recipe.dim,
+      grid,
+      backbone: {
+        name: 'resnet50',
+        layers: [...recipe.layers],
+        weights: { file: basename(p.weights.file), sha256: p.weights.sha256 },
+        engine: first?.engine ?? 'unknown',
+        backend: first?.backend ?? 'unknown',
+      },
+      frame: p.frame,
+      coreset: { ratio: p.coreset.ratio, target: built.count, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, trainPatches },
+      bank: { count: built.count, dim: recipe.dim, hnsw },
+      scoring: { sigma: p.sigma ?? 4, reweightNeighbours: null },
+      training: {
+        images,
+        skipped: results.flatMap((r) => r?.failed ?? []),
+        timings_ms: { ...timer.toJSON(), total: Math.round(performance.now() - t0) },
+        peak_rss_mib: peakRssMiB(),
+      },
+    };
+    await timer.time('upload', () => uploadModel(ctx.store, p.category, p.version, bankDir, manifest));
+    await setLatest(ctx.store, p.category, p.version, p.runId);
+    ctx.log.info({ category: p.category, version: p.version, bank: built.count, rows, trainPatches }, 'model version written');
+    return {
+      category: p.category, version: p.version, bank: built.count, trainPatches, mergedRows: rows, images,
+      skipped: manifest.training.skipped.length, embeddingBytes, timings_ms: timer.toJSON(), peak_rss_mib: peakRssMiB(),
+    };
+  } finally {
+    await rm(bankDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,55 @@
+// Start-up shared by every worker process: configuration from the environment, Redis and S3 clients, and an
+// orderly exit once its workers have closed (on SIGTERM/SIGINT, or when the caller closes them).
+import type { Redis } from 'ioredis';
+import { createLogger, type Logger } from '../log.js';
+import { createRedisConnection, redisConfigFromEnv, workerSettingsFromEnv, type RedisConfig, type WorkerSettings } from '../queue/config.js';
+import type { WorkerHandle } from '../queue/worker-runtime.js';
+import { storageConfigFromEnv } from '../storage/config.js';
+import { ObjectStore } from '../storage/object-store.js';
+import { serviceSettingsFromEnv, type ServiceSettings } from './service-env.js';
+
+export interface ServiceContext {
+  log: Logger;
+  redisConfig: RedisConfig;
+  connection: Redis;
+  store: ObjectStore;
+  worker: WorkerSettings;
+  settings: ServiceSettings;
+}
+
+export interface RunningService {
+  handles: WorkerHandle[];
+  /** Closes every worker (gracefully), then the connections. */
+  close(): Promise<void>;
+}
+
+export function serviceContext(name: string, env: Record<string, string | undefined> = process.env): ServiceContext {
+  const log = createLogger(name, { service: name });
+  const redisConfig = redisConfigFromEnv(env);
+  const worker = workerSettingsFromEnv(env);
+  const settings = serviceSettingsFromEnv(env);
+  const store = new ObjectStore(storageConfigFromEnv(env));
+  const connection = createRedisConnection(redisConfig, { mode: 'blocking', connectionName: name, logger: log });
+  log.info({ redis: redisConfig, storage: store, worker, settings }, `${name} starting`);
+  return { log, redisConfig, connection, store, worker, settings };
+}
+
+/** Wraps started workers so the process closes its connections once they have all stopped. */
+export function runningService(ctx: ServiceContext, handles: WorkerHandle[], cleanup: () => void = () => {}): RunningService {
+  let closing: Promise<void> | null = null;
+  const finish = async () => {
+    await Promise.all(handles.map((h) => h.closed));
+    cleanup();
+    ctx.store.destroy();
+    await ctx.connection.quit().catch(() => ctx.connection.disconnect());
+    ctx.log.info('stopped');
+  };
+  const done = finish();
+  return {
+    handles,
+    close() {
+      closing ??= Promise.all(handles.map((h) => h.close())).then(() => done);
+      return closing;
+    },
+  };
+}
