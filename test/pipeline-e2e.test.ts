@@ -1,0 +1,99 @@
+// The distributed pipeline end to end through a real redis-server, a real S3-compatible server (s3rver) and
+// separate worker processes (two feature workers, an index worker, a scorer) on real bottle images, compared
+// with the in-process fit/evaluate on the same images and settings: the bank and every score must be equal.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { startRedisServer, type RedisServer } from '../shared/embedded/redis-server.js';
+import { startS3rver, type S3Server } from '../shared/embedded/s3-server.js';
+import { defaultWeightsPath, repoRoot } from '../shared/paths.js';
+import { evaluateModel } from '../shared/pipeline/evaluate.js';
+import { fitModel, sha256File } from '../shared/pipeline/fit.js';
+import { createRedisConnection, redisConfigFromEnv } from '../shared/queue/config.js';
+import { createFlowProducer, runProgress } from '../shared/queue/flows.js';
+import { modelKey, reportKey } from '../shared/storage/keys.js';
+import { ObjectStore } from '../shared/storage/object-store.js';
+import { storageConfigFromEnv } from '../shared/storage/config.js';
+import { ingestDataset, submitEvaluation, submitTraining, waitForRun } from '../services/producer/submit.js';
+import { makeBottleSubset } from './helpers/subset.js';
+
+const log = pino({ level: 'silent' });
+const data = makeBottleSubset({ train: 8, test: { good: 2, broken_large: 2, contamination: 1 } });
+const work = mkdtempSync(join(tmpdir(), 'patchcore-e2e-'));
+let redis: RedisServer;
+let s3: S3Server;
+let env: Record<string, string | undefined>;
+const workers: ChildProcess[] = [];
+const workerOutput: string[] = [];
+
+before(async () => {
+  redis = await startRedisServer();
+  s3 = await startS3rver('patchcore-e2e');
+  env = { ...process.env, ...s3.env, REDIS_URL: redis.url, LOG_LEVEL: 'warn', HEALTH_PORT: '0', MODEL_CACHE_DIR: join(work, 'cache') };
+  for (const kind of ['features', 'features', 'index', 'score']) {
+    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'patchcore.js'), 'worker', kind], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    child.stderr!.on('data', (d) => workerOutput.push(`[${kind}] ${d}`));
+    workers.push(child);
+  }
+});
+
+after(async () => {
+  await Promise.all(workers.map((w) => new Promise<void>((r) => {
+    if (w.exitCode !== null) return r();
+    w.once('exit', () => r());
+    w.kill('SIGTERM');
+  })));
+  await redis?.stop();
+  await s3?.stop();
+});
+
+test('distributed train + evaluate equals in-process fit + evaluate on the same images', async () => {
+  const store = new ObjectStore(storageConfigFromEnv(env));
+  await store.ensureBucket();
+  const redisConfig = redisConfigFromEnv(env);
+  const connection = createRedisConnection(redisConfig, { mode: 'fail-fast' });
+  const flows = createFlowProducer(connection, redisConfig.prefix);
+  const ctx = { store, flows, log };
+  try {
+    const ingested = await ingestDataset(store, data, 'bottle-mini');
+    assert.equal(ingested.files, 8 + 5 + 3);
+    const weights = { file: defaultWeightsPath(), sha256: await sha256File(defaultWeightsPath()) };
+    const train = await submitTraining(ctx, { dataset: 'bottle-mini', category: 'bottle', shardSize: 3, coresetRatio: 0.1, weights });
+    assert.equal(train.shards, 3);
+    // Submitting the same run again adds nothing.
+    const again = await submitTraining(ctx, { dataset: 'bottle-mini', category: 'bottle', shardSize: 3, coresetRatio: 0.1, weights, runId: train.runId, version: train.version });
+    assert.equal(again.alreadySubmitted, true);
+    const trained = await waitForRun(connection, train.runId, 'training', redisConfig.prefix, { timeoutMs: 120_000 });
+    assert.equal(trained.state, 'completed', `${JSON.stringify(trained.failures)}\n${workerOutput.join('')}`);
+    const evaluation = await submitEvaluation(ctx, { dataset: 'bottle-mini', category: 'bottle', version: 'latest', shardSize: 2 });
+    assert.equal(evaluation.version, train.version);
+    const evaluated = await waitForRun(connection, evaluation.runId, 'evaluation', redisConfig.prefix, { timeoutMs: 120_000 });
+    assert.equal(evaluated.state, 'completed', `${JSON.stringify(evaluated.failures)}\n${workerOutput.join('')}`);
+
+    // The same images and settings in one process.
+    const localModel = join(work, 'model');
+    await fitModel({ dataDir: data, modelDir: localModel, weightsPath: defaultWeightsPath(), coresetRatio: 0.1, logger: log });
+    const localOut = join(work, 'eval');
+    const local = await evaluateModel({ modelDir: localModel, dataDir: data, outDir: localOut, weightsPath: defaultWeightsPath(), logger: log });
+
+    const remoteBank = await store.getObject(modelKey('bottle', train.version!, 'bank.f32'));
+    assert.ok(remoteBank.equals(readFileSync(join(localModel, 'bank.f32'))), 'distributed bank differs from the in-process bank');
+    const remoteCsv = (await store.getObject(reportKey(evaluation.runId, 'scores.csv'))).toString();
+    assert.equal(remoteCsv, readFileSync(join(localOut, 'scores.csv'), 'utf8'));
+    const remote = JSON.parse((await store.getObject(reportKey(evaluation.runId, 'metrics.json'))).toString());
+    for (const k of ['image_auroc', 'pixel_auroc', 'aupro', 'f1_max', 'threshold', 'confusion_matrix', 'images'] as const) {
+      assert.deepEqual(remote[k], local[k], k);
+    }
+    assert.ok(await store.exists(reportKey(evaluation.runId, 'index.html')));
+    const progress = await runProgress(connection, evaluation.runId, 'evaluation', { prefix: redisConfig.prefix });
+    assert.equal(progress.counts.done, 3);
+  } finally {
+    await flows.close();
+    await connection.quit();
+    store.destroy();
+  }
+});
