@@ -3,8 +3,8 @@ import { UsageError } from './args.js';
 import { DEMO_USAGE, demoCommand } from './commands/demo.js';
 import { EVALUATE_USAGE, FIT_USAGE, evaluateCommand, fitCommand } from './commands/local.js';
 import {
-  INGEST_USAGE, REPORT_USAGE, STATUS_USAGE, SUBMIT_USAGE, WORKER_USAGE,
-  ingestCommand, reportCommand, statusCommand, submitCommand, workerCommand,
+  INGEST_USAGE, REPORT_USAGE, SCHEDULE_USAGE, STATUS_USAGE, SUBMIT_USAGE, WORKER_USAGE,
+  ingestCommand, reportCommand, scheduleCommand, statusCommand, submitCommand, workerCommand,
 } from './commands/pipeline.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: string; summary: string }> = {
@@ -14,7 +14,8 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   ingest: { run: ingestCommand, usage: INGEST_USAGE, summary: 'upload a local category folder to the bucket' },
   submit: { run: submitCommand, usage: SUBMIT_USAGE, summary: 'submit a training or evaluation run to the queues' },
   status: { run: statusCommand, usage: STATUS_USAGE, summary: 'show (or --watch) a run\'s progress' },
-  worker: { run: workerCommand, usage: WORKER_USAGE, summary: 'run a pipeline worker: features, index or score' },
+  worker: { run: workerCommand, usage: WORKER_USAGE, summary: 'run a pipeline worker: features, index, score or scheduler' },
+  schedule: { run: scheduleCommand, usage: SCHEDULE_USAGE, summary: 'scheduled retraining: set, list or remove a cron schedule' },
   report: { run: reportCommand, usage: REPORT_USAGE, summary: 'download a run\'s report from the bucket' },
 };
 

@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { z } from 'zod';
 import { startRedisServer, type RedisServer } from '../shared/embedded/redis-server.js';
 import { startS3rver, type S3Server } from '../shared/embedded/s3-server.js';
 import { defaultWeightsPath, repoRoot } from '../shared/paths.js';
@@ -19,6 +20,8 @@ import { modelKey, reportKey } from '../shared/storage/keys.js';
 import { ObjectStore } from '../shared/storage/object-store.js';
 import { storageConfigFromEnv } from '../shared/storage/config.js';
 import { ingestDataset, submitEvaluation, submitTraining, waitForRun } from '../services/producer/submit.js';
+import { listSchedules, removeSchedule, setSchedule } from '../services/producer/scheduler.js';
+import { latestKey } from '../shared/distributed/model-store.js';
 import { makeBottleSubset } from './helpers/subset.js';
 
 const log = pino({ level: 'silent' });
@@ -34,7 +37,7 @@ before(async () => {
   redis = await startRedisServer();
   s3 = await startS3rver('patchcore-e2e');
   env = { ...process.env, ...s3.env, REDIS_URL: redis.url, LOG_LEVEL: 'warn', HEALTH_PORT: '0', MODEL_CACHE_DIR: join(work, 'cache') };
-  for (const kind of ['features', 'features', 'index', 'score']) {
+  for (const kind of ['features', 'features', 'index', 'score', 'scheduler']) {
     const child = spawn(process.execPath, [join(repoRoot, 'bin', 'patchcore.js'), 'worker', kind], { env, stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr!.on('data', (d) => workerOutput.push(`[${kind}] ${d}`));
     workers.push(child);
@@ -93,6 +96,37 @@ test('distributed train + evaluate equals in-process fit + evaluate on the same 
     assert.equal(progress.counts.done, 3);
   } finally {
     await flows.close();
+    await connection.quit();
+    store.destroy();
+  }
+});
+
+test('scheduled retraining: each cron tick trains a new version; latest only ever names a complete one', async () => {
+  const store = new ObjectStore(storageConfigFromEnv(env));
+  const redisConfig = redisConfigFromEnv(env);
+  const connection = createRedisConnection(redisConfig, { mode: 'fail-fast' });
+  const tiny = makeBottleSubset({ train: 2, test: {} });
+  try {
+    await store.ensureBucket();
+    await ingestDataset(store, tiny, 'bottle-tiny');
+    const set = await setSchedule(connection, redisConfig.prefix, { category: 'tiny', dataset: 'bottle-tiny', cron: '*/4 * * * * *', shardSize: 1 });
+    assert.equal(set.id, 'retrain-tiny');
+    assert.equal((await listSchedules(connection, redisConfig.prefix)).length, 1);
+    const seen = new Set<string>();
+    const deadline = Date.now() + 60_000;
+    while (seen.size < 2 && Date.now() < deadline) {
+      const latest = (await store.getManifest(latestKey('tiny'), z.object({ version: z.string() })))?.version;
+      if (latest) {
+        // The pointer moves only after the version's manifest (written last) exists.
+        assert.ok(await store.exists(modelKey('tiny', latest, 'manifest.json')), `latest -> ${latest} has no manifest`);
+        seen.add(latest);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.ok(seen.size >= 2, `expected two scheduled versions within a minute, saw ${[...seen].join(', ')}\n${workerOutput.join('')}`);
+    assert.equal(await removeSchedule(connection, redisConfig.prefix, 'tiny'), true);
+    assert.equal((await listSchedules(connection, redisConfig.prefix)).length, 0);
+  } finally {
     await connection.quit();
     store.destroy();
   }

@@ -11,26 +11,29 @@ import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/co
 import { createFlowProducer, runProgress, type RunKind, type RunProgress } from '../../shared/queue/flows.js';
 import { reportPrefix } from '../../shared/storage/keys.js';
 import { ObjectStore } from '../../shared/storage/object-store.js';
+import { listSchedules, removeSchedule, setSchedule } from '../../services/producer/scheduler.js';
 import { ingestDataset, runKindOf, submitEvaluation, submitTraining, waitForRun } from '../../services/producer/submit.js';
 import { UsageError, intFlag, numberFlag, parseCommand, sizeOrNone } from '../args.js';
 
 const positiveInt = intFlag.refine((n) => n > 0, { message: 'expected a positive integer' });
 const ratio = numberFlag.refine((r) => r > 0 && r <= 1, { message: 'expected a ratio in (0, 1]' });
 
-export const WORKER_USAGE = `patchcore worker <features|index|score>
+export const WORKER_USAGE = `patchcore worker <features|index|score|scheduler>
   Runs one worker of the distributed pipeline until SIGTERM/SIGINT (what each service's container runs).
   Configuration from the environment: REDIS_URL, QUEUE_PREFIX, S3_ENDPOINT, S3_BUCKET, S3_REGION,
   S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_FORCE_PATH_STYLE, WORKER_CONCURRENCY, HEALTH_PORT,
   SHUTDOWN_GRACE_MS, LOCK_DURATION_MS, PATCHCORE_WEIGHTS, PATCHCORE_ENGINE, BATCH_SIZE, MODEL_CACHE_DIR.`;
 
 export async function workerCommand(argv: string[]): Promise<void> {
-  const { kind } = parseCommand('worker', argv, {}, z.object({ kind: z.enum(['features', 'index', 'score'], { error: 'expected features, index or score' }) }), ['kind']);
-  const service =
-    kind === 'features'
-      ? await (await import('../../services/feature-worker/main.js')).startFeatureWorker()
-      : kind === 'index'
-        ? await (await import('../../services/index-worker/main.js')).startIndexWorker()
-        : await (await import('../../services/scorer/main.js')).startScorer();
+  const { kind } = parseCommand('worker', argv, {},
+    z.object({ kind: z.enum(['features', 'index', 'score', 'scheduler'], { error: 'expected features, index, score or scheduler' }) }), ['kind']);
+  const starters = {
+    features: async () => (await import('../../services/feature-worker/main.js')).startFeatureWorker(),
+    index: async () => (await import('../../services/index-worker/main.js')).startIndexWorker(),
+    score: async () => (await import('../../services/scorer/main.js')).startScorer(),
+    scheduler: async () => (await import('../../services/producer/main.js')).startScheduler(),
+  };
+  const service = await starters[kind]();
   await Promise.all(service.handles.map((h) => h.closed));
   await service.close();
 }
@@ -182,5 +185,46 @@ export async function reportCommand(argv: string[]): Promise<void> {
     process.stdout.write(JSON.stringify({ run: o.run, dir: resolve(o.dir), files: r.files, bytes: r.bytes }) + '\n');
   } finally {
     store.destroy();
+  }
+}
+
+export const SCHEDULE_USAGE = `patchcore schedule set <category> --dataset <name> --cron "<expr>" [--tz <zone>] [--recipe paper|seed]
+                      [--coreset-ratio <r>] [--per-shard-coreset <r>] [--shard-size <n>]
+patchcore schedule list
+patchcore schedule remove <category>
+  Scheduled retraining with a BullMQ job scheduler: at every cron tick a \`patchcore worker scheduler\` process submits
+  a training run of the dataset; each run writes a new model version and moves the category's latest pointer
+  only once that version is complete.`;
+
+export async function scheduleCommand(argv: string[]): Promise<void> {
+  const [what, ...rest] = argv;
+  const ctx = producerContext('schedule');
+  try {
+    if (what === 'set') {
+      const o = parseCommand('schedule set', rest, {
+        dataset: { type: 'string' }, cron: { type: 'string' }, tz: { type: 'string' }, recipe: { type: 'string' },
+        'coreset-ratio': { type: 'string' }, 'per-shard-coreset': { type: 'string' }, 'shard-size': { type: 'string' },
+      }, z.object({
+        category: z.string({ error: 'is required' }), dataset: z.string({ error: 'is required' }),
+        cron: z.string({ error: 'is required' }), tz: z.string().optional(), recipe: z.enum(RECIPE_NAMES).optional(),
+        'coreset-ratio': ratio.optional(), 'per-shard-coreset': ratio.optional(), 'shard-size': positiveInt.optional(),
+      }), ['category']);
+      const r = await setSchedule(ctx.connection, ctx.prefix, {
+        category: o.category, dataset: o.dataset, cron: o.cron, tz: o.tz, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
+        perShardCoresetRatio: o['per-shard-coreset'] ?? null, shardSize: o['shard-size'],
+      });
+      process.stdout.write(JSON.stringify({ scheduler: r.id, next: r.next ? new Date(r.next).toISOString() : null }) + '\n');
+    } else if (what === 'list') {
+      process.stdout.write(JSON.stringify(await listSchedules(ctx.connection, ctx.prefix), null, 2) + '\n');
+    } else if (what === 'remove') {
+      const o = parseCommand('schedule remove', rest, {}, z.object({ category: z.string({ error: 'is required' }) }), ['category']);
+      const removed = await removeSchedule(ctx.connection, ctx.prefix, o.category);
+      if (!removed) throw new Error(`no retraining schedule for category "${o.category}"`);
+      process.stdout.write(JSON.stringify({ removed: o.category }) + '\n');
+    } else {
+      throw new UsageError('patchcore schedule: expected "set", "list" or "remove"');
+    }
+  } finally {
+    await ctx.close();
   }
 }

@@ -12,12 +12,14 @@ export const FEATURES_QUEUE = 'patchcore-features';
 export const INDEX_QUEUE = 'patchcore-index';
 export const SCORE_QUEUE = 'patchcore-score';
 export const REPORT_QUEUE = 'patchcore-report';
+/** Scheduled retraining: a BullMQ job scheduler puts one `retrain` job here per cron tick. */
+export const SCHEDULE_QUEUE = 'patchcore-schedule';
 
-export const QUEUE_NAMES = [FEATURES_QUEUE, INDEX_QUEUE, SCORE_QUEUE, REPORT_QUEUE] as const;
+export const QUEUE_NAMES = [FEATURES_QUEUE, INDEX_QUEUE, SCORE_QUEUE, REPORT_QUEUE, SCHEDULE_QUEUE] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
 
 /** Job kinds; a job's BullMQ name is its kind. */
-export const JOB_KINDS = ['extract-features', 'build-index', 'score-shard', 'report'] as const;
+export const JOB_KINDS = ['extract-features', 'build-index', 'score-shard', 'report', 'retrain'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 
 /** Every kind has its own queue, so a worker pool can be sized per kind. */
@@ -26,6 +28,7 @@ export const QUEUE_OF_KIND = {
   'build-index': INDEX_QUEUE,
   'score-shard': SCORE_QUEUE,
   report: REPORT_QUEUE,
+  retrain: SCHEDULE_QUEUE,
 } as const satisfies Record<JobKind, QueueName>;
 
 export const KIND_OF_QUEUE = {
@@ -33,6 +36,7 @@ export const KIND_OF_QUEUE = {
   [INDEX_QUEUE]: 'build-index',
   [SCORE_QUEUE]: 'score-shard',
   [REPORT_QUEUE]: 'report',
+  [SCHEDULE_QUEUE]: 'retrain',
 } as const satisfies Record<QueueName, JobKind>;
 
 export type KindOfQueue<Q extends QueueName> = (typeof KIND_OF_QUEUE)[Q];
@@ -122,16 +126,28 @@ export const ReportPayloadSchema = z.object({
   category: Id,
 });
 
+/** One scheduled retraining: submit a training run of `dataset` for `category` (a new model version). */
+export const RetrainPayloadSchema = z.object({
+  dataset: Id,
+  category: Id,
+  recipe: Recipe.optional(),
+  coresetRatio: Ratio.optional(),
+  perShardCoresetRatio: Ratio.nullable().optional(),
+  shardSize: z.number().int().min(1).max(10_000).optional(),
+});
+
 export type ExtractFeaturesPayload = z.infer<typeof ExtractFeaturesPayloadSchema>;
 export type BuildIndexPayload = z.infer<typeof BuildIndexPayloadSchema>;
 export type ScoreShardPayload = z.infer<typeof ScoreShardPayloadSchema>;
 export type ReportPayload = z.infer<typeof ReportPayloadSchema>;
+export type RetrainPayload = z.infer<typeof RetrainPayloadSchema>;
 
 export interface JobPayloads {
   'extract-features': ExtractFeaturesPayload;
   'build-index': BuildIndexPayload;
   'score-shard': ScoreShardPayload;
   report: ReportPayload;
+  retrain: RetrainPayload;
 }
 
 export const PAYLOAD_SCHEMAS: { [K in JobKind]: z.ZodType<JobPayloads[K]> } = {
@@ -139,6 +155,7 @@ export const PAYLOAD_SCHEMAS: { [K in JobKind]: z.ZodType<JobPayloads[K]> } = {
   'build-index': BuildIndexPayloadSchema,
   'score-shard': ScoreShardPayloadSchema,
   report: ReportPayloadSchema,
+  retrain: RetrainPayloadSchema,
 };
 
 function issuePath(path: readonly PropertyKey[]): string {

@@ -1,0 +1,33 @@
+// Scheduler worker: runs the `retrain` jobs that the job schedulers (`patchcore schedule set`) produce.
+import { runningService, serviceContext, type RunningService } from '../../shared/distributed/service.js';
+import { sha256File } from '../../shared/pipeline/fit.js';
+import { SCHEDULE_QUEUE } from '../../shared/queue/jobs.js';
+import { startWorker } from '../../shared/queue/worker-runtime.js';
+import { runRetrain } from './scheduler.js';
+
+/** A scheduler job's id ends with the tick's time in ms (repeat:<scheduler>:<millis>). */
+export function tickOf(jobId: string | undefined, fallback: number): number {
+  const m = /:(\d{10,})$/.exec(jobId ?? '');
+  return m ? Number(m[1]) : fallback;
+}
+
+export async function startScheduler(opts: { handleSignals?: boolean } = {}): Promise<RunningService> {
+  const ctx = serviceContext('scheduler');
+  const weights = { file: ctx.settings.weightsPath, sha256: await sha256File(ctx.settings.weightsPath) };
+  const handle = await startWorker({
+    queue: SCHEDULE_QUEUE,
+    connection: ctx.connection,
+    prefix: ctx.redisConfig.prefix,
+    logger: ctx.log,
+    concurrency: 1,
+    healthPort: ctx.worker.healthPort,
+    shutdownGraceMs: ctx.worker.shutdownGraceMs,
+    lockDuration: ctx.worker.lockDurationMs,
+    handleSignals: opts.handleSignals,
+    handler: (payload, job) =>
+      runRetrain(payload, tickOf(job.job.id, job.job.timestamp), {
+        store: ctx.store, connection: ctx.connection, prefix: ctx.redisConfig.prefix, log: job.log, weights,
+      }),
+  });
+  return runningService(ctx, [handle]);
+}
