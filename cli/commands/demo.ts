@@ -7,12 +7,13 @@ import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { startRedisServer, type RedisServer } from '../../shared/embedded/redis-server.js';
 import { startS3rver, type S3Server } from '../../shared/embedded/s3-server.js';
+import { accountRun } from '../../shared/distributed/accounting.js';
 import { createLogger } from '../../shared/log.js';
 import { defaultDatasetDir, defaultWeightsPath, repoRoot } from '../../shared/paths.js';
 import { sha256File } from '../../shared/pipeline/fit.js';
 import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/config.js';
 import { createFlowProducer } from '../../shared/queue/flows.js';
-import { reportPrefix } from '../../shared/storage/keys.js';
+import { reportPrefix, shardName } from '../../shared/storage/keys.js';
 import { ObjectStore } from '../../shared/storage/object-store.js';
 import { storageConfigFromEnv } from '../../shared/storage/config.js';
 import { ingestDataset, submitEvaluation, submitTraining } from '../../services/producer/submit.js';
@@ -145,6 +146,11 @@ export async function demoCommand(argv: string[]): Promise<void> {
     await store.downloadPrefix(reportPrefix(evaluation.runId), reportDir);
     phases.download_ms = Math.round(performance.now() - t);
     const metrics = JSON.parse(await import('node:fs/promises').then((fs) => fs.readFile(join(reportDir, 'metrics.json'), 'utf8')));
+    const shardIds = (n: number) => Array.from({ length: n }, (_, i) => shardName(i));
+    const accounting = {
+      training: await accountRun(connection, redisConfig.prefix, train.runId, 'training', shardIds(train.shards)),
+      evaluation: await accountRun(connection, redisConfig.prefix, evaluation.runId, 'evaluation', shardIds(evaluation.shards)),
+    };
     const summary = {
       image_auroc: metrics.image_auroc, pixel_auroc: metrics.pixel_auroc, aupro: metrics.aupro, f1_max: metrics.f1_max,
       threshold: metrics.threshold, confusion_matrix: metrics.confusion_matrix, images: metrics.images,
@@ -152,6 +158,7 @@ export async function demoCommand(argv: string[]): Promise<void> {
       report: join(reportDir, 'index.html'), metrics: join(reportDir, 'metrics.json'),
       training: trained.parent?.returnValue ?? null, evaluation: evaluated.parent?.returnValue ?? null,
       wall_ms: { ...phases, total: Math.round(performance.now() - t0) },
+      job_time_ms: accounting,
     };
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
   } finally {

@@ -20,6 +20,7 @@ export interface ReportJobResult {
   failed: number;
   metrics: Pick<EvaluationMetrics, 'image_auroc' | 'pixel_auroc' | 'aupro' | 'f1_max' | 'threshold' | 'confusion_matrix'>;
   reportPrefix: string;
+  timings_ms: Record<string, number>;
 }
 
 export function storeReportWriter(store: ObjectStore, runId: string): ReportWriter {
@@ -88,7 +89,7 @@ export async function buildRunReport(
   );
   ctx.log.info({ runId: p.runId, images: images.length, image_auroc: metrics.image_auroc }, 'report written');
   return {
-    runId: p.runId, images: images.length, failed: failed.length, reportPrefix: reportPrefix(p.runId),
+    runId: p.runId, images: images.length, failed: failed.length, reportPrefix: reportPrefix(p.runId), timings_ms: timer.toJSON(),
     metrics: {
       image_auroc: metrics.image_auroc, pixel_auroc: metrics.pixel_auroc, aupro: metrics.aupro,
       f1_max: metrics.f1_max, threshold: metrics.threshold, confusion_matrix: metrics.confusion_matrix,
