@@ -66,9 +66,11 @@ export async function demoCommand(argv: string[]): Promise<void> {
   const phases: Record<string, number> = {};
   const cleanups: (() => Promise<void>)[] = [];
   const children: ChildProcess[] = [];
+  const interrupted = new AbortController();
+  let stopping = false;
   const onSignal = () => {
     log.warn('interrupted: stopping workers and servers');
-    for (const c of children) c.kill('SIGTERM');
+    interrupted.abort();
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -105,11 +107,18 @@ export async function demoCommand(argv: string[]): Promise<void> {
         env: { ...env, PATCHCORE_WEIGHTS: weightsPath, HEALTH_PORT: '0', MODEL_CACHE_DIR: join(out, '.model-cache') },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
+      // A worker that dies on its own would leave the run waiting forever: stop and say so.
+      child.once('exit', (code, signal) => {
+        if (stopping) return;
+        log.error({ worker: kind, code, signal, log: join(out, 'workers.log') }, 'a worker exited unexpectedly: stopping the demo');
+        interrupted.abort();
+      });
       child.stdout!.pipe(workerLog, { end: false });
       child.stderr!.pipe(workerLog, { end: false });
       children.push(child);
     }
     cleanups.push(async () => {
+      stopping = true;
       await Promise.all(children.map((c) => stopChild(c)));
     });
     log.info({ workers: kinds }, 'workers started');
@@ -133,12 +142,12 @@ export async function demoCommand(argv: string[]): Promise<void> {
       dataset: category, shardSize: o['shard-size'], perShardCoresetRatio: o['per-shard-coreset'] ?? null,
       weights: { file: weightsPath, sha256: await sha256File(weightsPath) },
     });
-    const trained = await watchRun(connection, train.runId, 'training', redisConfig.prefix, log);
+    const trained = await watchRun(connection, train.runId, 'training', redisConfig.prefix, log, interrupted.signal);
     phases.train_ms = Math.round(performance.now() - t);
 
     t = performance.now();
     const evaluation = await submitEvaluation(ctx, { dataset: category, version: train.version, shardSize: o['shard-size'] });
-    const evaluated = await watchRun(connection, evaluation.runId, 'evaluation', redisConfig.prefix, log);
+    const evaluated = await watchRun(connection, evaluation.runId, 'evaluation', redisConfig.prefix, log, interrupted.signal);
     phases.evaluate_ms = Math.round(performance.now() - t);
 
     t = performance.now();

@@ -129,10 +129,12 @@ export async function submitCommand(argv: string[]): Promise<void> {
 /** Waits for a run with a progress bar over its shards; throws with the failure reasons if it fails. */
 export async function watchRun(
   connection: Parameters<typeof waitForRun>[0], runId: string, kind: RunKind, prefix: string, log: ReturnType<typeof createLogger>,
+  signal?: AbortSignal,
 ): Promise<RunProgress> {
   let bar: ReturnType<typeof startProgress> | null = null;
   let shown = 0;
   const final = await waitForRun(connection, runId, kind, prefix, {
+    signal,
     onProgress: (p) => {
       bar ??= startProgress(`${kind} ${runId.slice(0, 24)}`, p.counts.total + 1, log);
       const done = p.counts.done + (p.state === 'completed' ? 1 : 0);

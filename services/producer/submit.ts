@@ -2,7 +2,7 @@
 // and waits for runs. Everything a run needs is in its job payloads; runs/<run>/run.json records the submission.
 import { randomBytes } from 'node:crypto';
 import { basename } from 'node:path';
-import type { FlowProducer } from 'bullmq';
+import type { FlowProducer, JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_HNSW, type HnswParams } from '../../shared/bank/index.js';
 import { listStoredDataset } from '../../shared/distributed/dataset-store.js';
@@ -55,6 +55,8 @@ export interface TrainingRequest {
   frame?: FrameSpec;
   hnsw?: Partial<HnswParams>;
   weights: { file: string; sha256: string };
+  /** Overrides of the default job options (attempts, backoff) for every job of the run. */
+  jobOptions?: JobsOptions;
 }
 
 export interface SubmittedRun {
@@ -88,7 +90,7 @@ export async function submitTraining(ctx: ProducerContext, req: TrainingRequest)
     weights: { file: basename(req.weights.file), sha256: req.weights.sha256 },
     batchSize: req.batchSize ?? 8,
     perShardCoreset: req.perShardCoresetRatio ? { ratio: req.perShardCoresetRatio, seed } : null,
-    coreset, hnsw: { ...DEFAULT_HNSW, ...req.hnsw }, shards,
+    coreset, hnsw: { ...DEFAULT_HNSW, ...req.hnsw }, shards, jobOptions: req.jobOptions,
   });
   ctx.log.info({ runId, category, version, shards: shards.length, images: train.length }, 'training run submitted');
   return { runId, kind: 'training', shards: shards.length, images: train.length, alreadySubmitted: enqueued.alreadySubmitted, version, category };
@@ -101,6 +103,8 @@ export interface EvaluationRequest {
   version?: string;
   runId?: string;
   shardSize?: number;
+  /** Overrides of the default job options (attempts, backoff) for every job of the run. */
+  jobOptions?: JobsOptions;
 }
 
 export async function submitEvaluation(ctx: ProducerContext, req: EvaluationRequest): Promise<SubmittedRun> {
@@ -115,7 +119,7 @@ export async function submitEvaluation(ctx: ProducerContext, req: EvaluationRequ
     shards: shards.map((s) => ({ shardId: s.shardId, images: s.imageKeys.length })),
   });
   const enqueued = await enqueueEvaluationFlow(ctx.flows, {
-    runId, category, model: { category, version }, datasetPrefix: prefix, shards,
+    runId, category, model: { category, version }, datasetPrefix: prefix, shards, jobOptions: req.jobOptions,
   });
   ctx.log.info({ runId, category, version, shards: shards.length, images: test.length }, 'evaluation run submitted');
   return { runId, kind: 'evaluation', shards: shards.length, images: test.length, alreadySubmitted: enqueued.alreadySubmitted, version, category };
@@ -132,10 +136,11 @@ export async function runKindOf(connection: Redis, runId: string, prefix: string
 /** Polls a run until it completes or fails; `onProgress` sees every poll. */
 export async function waitForRun(
   connection: Redis, runId: string, kind: RunKind, prefix: string,
-  opts: { pollMs?: number; timeoutMs?: number; onProgress?: (p: RunProgress) => void } = {},
+  opts: { pollMs?: number; timeoutMs?: number; onProgress?: (p: RunProgress) => void; signal?: AbortSignal } = {},
 ): Promise<RunProgress> {
   const deadline = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
   for (;;) {
+    if (opts.signal?.aborted) throw new Error(`stopped waiting for run ${runId}: interrupted`);
     const p = await runProgress(connection, runId, kind, { prefix });
     opts.onProgress?.(p);
     if (p.state === 'completed' || p.state === 'failed') return p;
