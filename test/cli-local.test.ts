@@ -88,3 +88,22 @@ test('clear errors: missing flag, bad ratio, empty dataset, weights that are not
   assert.equal(r.code, 1);
   assert.match(r.stderr, /is not the one this model was trained with/);
 });
+
+test('--method: flags of the other method are refused by name; bad method or input size is a usage error', () => {
+  let r = patchcore(['fit', '--method', 'autoencoder', '--data', data, '--model', join(work, 'x'), '--recipe', 'seed']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /patchcore fit: --recipe does not apply to --method autoencoder/);
+  r = patchcore(['fit', '--data', data, '--model', join(work, 'x'), '--epochs', '3']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /patchcore fit: --epochs does not apply to --method patchcore/);
+  r = patchcore(['fit', '--method', 'vae', '--data', data, '--model', join(work, 'x')]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /patchcore fit: --method: Invalid option: expected one of "patchcore"\|"autoencoder"/);
+  r = patchcore(['fit', '--method', 'autoencoder', '--data', data, '--model', join(work, 'x'), '--input-size', '100']);
+  assert.match(r.stderr, /patchcore fit: --input-size: expected a multiple of 16/);
+  r = patchcore(['evaluate', '--data', data, '--out', join(work, 'e')]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /patchcore evaluate: --model: is required/);
+  assert.match(patchcore(['fit', '--help']).stdout, /--method patchcore\|autoencoder/);
+  assert.match(patchcore(['evaluate', '--help']).stdout, /Give it more\s+than once to compare models/);
+});

@@ -1,5 +1,8 @@
 // The self-describing model folder: manifest.json plus the memory bank files (bank.f32, bank.json, bank.hnsw).
 // Everything needed to score with the model, and to refuse to score with the wrong backbone, is in the manifest.
+// A model folder holds one method's model: `method` says which ('patchcore' when absent, as in folders written before
+// other methods existed). Each method has its own schema (the autoencoder's is in shared/autoencoder/manifest.ts);
+// readManifest reads PatchCore models only and names the method of any other folder.
 import { readFileSync, writeFileSync, existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -9,9 +12,13 @@ export const MODEL_FORMAT = 'patchcore-model';
 export const MODEL_FORMAT_VERSION = 1;
 export const MANIFEST_FILE = 'manifest.json';
 
+export const MODEL_METHODS = ['patchcore', 'autoencoder'] as const;
+export type ModelMethod = (typeof MODEL_METHODS)[number];
+
 export const ModelManifestSchema = z.object({
   format: z.literal(MODEL_FORMAT),
   version: z.literal(MODEL_FORMAT_VERSION),
+  method: z.literal('patchcore').optional(),
   createdAt: z.string(),
   category: z.string(),
   recipe: z.enum(RECIPE_NAMES),
@@ -48,16 +55,39 @@ export const ModelManifestSchema = z.object({
 
 export type ModelManifest = z.infer<typeof ModelManifestSchema>;
 
-export function readManifest(modelDir: string): ModelManifest {
+/** The manifest file of a model folder, parsed as JSON but not validated. */
+export function readManifestJson(modelDir: string): { file: string; raw: unknown } {
   const file = join(modelDir, MANIFEST_FILE);
   if (!existsSync(file)) throw new Error(`model folder "${modelDir}" has no ${MANIFEST_FILE}: is it a model written by "patchcore fit"?`);
-  let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    return { file, raw: JSON.parse(readFileSync(file, 'utf8')) };
   } catch (err) {
     throw new Error(`model manifest "${file}" is not valid JSON: ${(err as Error).message}`);
   }
-  const parsed = ModelManifestSchema.safeParse(raw);
+}
+
+/** The method a parsed manifest declares: 'patchcore' when it declares none. */
+export function manifestMethod(raw: unknown, file: string): ModelMethod {
+  const method = raw !== null && typeof raw === 'object' ? (raw as { method?: unknown }).method : undefined;
+  if (method === undefined) return 'patchcore';
+  if (typeof method === 'string' && (MODEL_METHODS as readonly string[]).includes(method)) return method as ModelMethod;
+  throw new Error(`model manifest "${file}" names an unknown method ${JSON.stringify(method)} (known: ${MODEL_METHODS.join(', ')})`);
+}
+
+/** "an autoencoder", "a patchcore": for error messages. */
+export function withArticle(word: string): string {
+  return `${/^[aeiou]/i.test(word) ? 'an' : 'a'} ${word}`;
+}
+
+/** Which method's model a folder holds. */
+export function readModelMethod(modelDir: string): ModelMethod {
+  const { file, raw } = readManifestJson(modelDir);
+  return manifestMethod(raw, file);
+}
+
+/** Validates a parsed manifest against a method's schema, naming the first bad field. */
+export function parseManifest<S extends z.ZodType>(schema: S, raw: unknown, file: string): z.infer<S> {
+  const parsed = schema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new Error(`model manifest "${file}" is invalid at ${issue.path.join('.') || '(root)'}: ${issue.message}`);
@@ -65,8 +95,18 @@ export function readManifest(modelDir: string): ModelManifest {
   return parsed.data;
 }
 
+/** Reads a PatchCore model's manifest; a folder holding another method's model is refused by name. */
+export function readManifest(modelDir: string): ModelManifest {
+  const { file, raw } = readManifestJson(modelDir);
+  const method = manifestMethod(raw, file);
+  if (method !== 'patchcore') {
+    throw new Error(`model folder "${modelDir}" holds ${withArticle(method)} model (manifest method "${method}"), not a PatchCore model`);
+  }
+  return parseManifest(ModelManifestSchema, raw, file);
+}
+
 /** Written last, through a rename, so a folder with a manifest always holds a complete model. */
-export function writeManifest(modelDir: string, manifest: ModelManifest): void {
+export function writeManifest(modelDir: string, manifest: ModelManifest | { format: string; method: ModelMethod }): void {
   const file = join(modelDir, MANIFEST_FILE);
   writeFileSync(`${file}.tmp`, JSON.stringify(manifest, null, 2) + '\n');
   renameSync(`${file}.tmp`, file);

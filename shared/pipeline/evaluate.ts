@@ -1,14 +1,20 @@
-// In-process evaluation: score a category's test images with a model folder and compute the metrics.
+// In-process evaluation: score a category's test images with a model folder (PatchCore or the autoencoder
+// baseline, as its manifest says), compute the metrics and write the report; or compare several model folders on
+// the same test images in one report.
 import { readFile, mkdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { loadAutoencoder, scoreWithAutoencoder } from '../autoencoder/evaluate.js';
+import { readAutoencoderManifest } from '../autoencoder/manifest.js';
 import { createBackbone, type EngineName } from '../backbone/engine.js';
 import { MemoryBank } from '../bank/index.js';
-import { listMvtecDataset, type DatasetImage } from '../dataset/mvtec.js';
+import { listMvtecDataset, type DatasetImage, type MvtecDataset } from '../dataset/mvtec.js';
 import { getRecipe } from '../features/recipes.js';
-import { decodeMask, maskToFrame } from '../image/index.js';
+import { decodeMask, maskToFrame, type Frame } from '../image/index.js';
 import type { Logger } from '../log.js';
-import { readManifest, type ModelManifest } from '../model/manifest.js';
-import { buildReport, localFolderWriter, type ReportImage } from '../report/index.js';
+import { readManifest, readModelMethod, type ModelManifest, type ModelMethod } from '../model/manifest.js';
+import {
+  buildComparisonReport, buildReport, localFolderWriter, type MethodResult, type ReportImage, type RunInfo,
+} from '../report/index.js';
 import { extractFeatures } from './extract.js';
 import { sha256File } from './fit.js';
 import { localSources } from './local-source.js';
@@ -17,18 +23,51 @@ import { computeMetrics, type EvaluationMetrics, type ScoredImage } from './metr
 import { startProgress } from './progress.js';
 import { StageTimer, peakRssMiB } from './timings.js';
 
-export interface EvaluateOptions {
-  modelDir: string;
+/** How the test images are read and scored; shared by every model of a comparison. */
+export interface ScoringOptions {
   dataDir: string;
-  outDir: string;
+  /** Backbone weights for PatchCore models (must be the ones they were trained with); unused by the autoencoder. */
   weightsPath: string;
   engine?: EngineName;
   batchSize?: number;
   /** Use only the first N test images of each defect type (quick runs and tests). */
   limitPerType?: number;
-  /** Test patches sampled to measure HNSW recall@1 against exact search (0 = skip). */
+  /** PatchCore: test patches sampled to measure HNSW recall@1 against exact search (0 = skip). */
   recallSample?: number;
   logger: Logger;
+}
+
+export interface EvaluateOptions extends ScoringOptions {
+  modelDir: string;
+  outDir: string;
+}
+
+export interface CompareOptions extends ScoringOptions {
+  /** Two or more model folders, of any methods. */
+  modelDirs: string[];
+  outDir: string;
+}
+
+/** One model's results on the test set: what its report section shows. */
+export interface ModelEvaluation {
+  method: ModelMethod;
+  modelDir: string;
+  images: (ScoredImage & ReportImage)[];
+  metrics: EvaluationMetrics;
+  /** The report's description of the model. */
+  describe: { recipe: string; backbone: string; coresetSize?: number };
+}
+
+type ImageResult =
+  | { ok: true; id: string; frame: Frame; score: number; map: Float32Array }
+  | { ok: false; id: string; error: string };
+
+/** A method's scoring of the test images, one result per source in order; `finish` runs once all are consumed. */
+interface MethodScorer {
+  results: AsyncGenerator<ImageResult>;
+  /** Method-specific figures for metrics.json and the report. */
+  finish(): { hnswRecall: number | null; model: Record<string, unknown>; describe: ModelEvaluation['describe'] };
+  dispose(): void;
 }
 
 /** Refuses a model whose backbone weights differ from the file we would extract features with. */
@@ -74,97 +113,211 @@ function sampleRows(rows: Float32Array[], dim: number, sample: number): Float32A
   return out.subarray(0, k * dim);
 }
 
-export async function evaluateModel(opts: EvaluateOptions): Promise<EvaluationMetrics> {
+async function patchcoreScorer(modelDir: string, root: string, test: DatasetImage[], opts: ScoringOptions, timer: StageTimer): Promise<MethodScorer> {
+  const log = opts.logger;
+  const manifest = readManifest(modelDir);
+  const recipe = getRecipe(manifest.recipe);
+  await checkWeightsMatch(manifest, opts.weightsPath);
+  const bank = await timer.time('load_model', () => MemoryBank.load(modelDir));
+  if (bank.dim !== recipe.dim) {
+    throw new Error(`model "${modelDir}": bank has ${bank.dim}-d entries but recipe ${recipe.name} makes ${recipe.dim}-d features`);
+  }
+  const backbone = await createBackbone({ engine: opts.engine, weightsPath: opts.weightsPath, logger: log });
+  const frame = { resize: manifest.frame.resize, crop: manifest.frame.crop };
+  const recallRows: Float32Array[] = [];
+  async function* results(): AsyncGenerator<ImageResult> {
+    for await (const r of extractFeatures(localSources(root, test), { backbone, recipe, frame, batchSize: opts.batchSize ?? 8, timer })) {
+      if (!r.ok) {
+        yield r;
+        continue;
+      }
+      const { score, map } = scoreImage(bank, manifest, r.features, r.frame, timer);
+      if (opts.recallSample !== 0) recallRows.push(r.features.data);
+      yield { ok: true, id: r.id, frame: r.frame, score, map };
+    }
+  }
+  return {
+    results: results(),
+    finish() {
+      let hnswRecall: number | null = null;
+      if (opts.recallSample !== 0 && recallRows.length > 0) {
+        const queries = sampleRows(recallRows, bank.dim, opts.recallSample ?? 2000);
+        hnswRecall = timer.timeSync('recall_check', () => bank.recallAt1(queries));
+        log.info({ queries: queries.length / bank.dim, recall: hnswRecall }, 'evaluate: HNSW recall@1 against exact search');
+      }
+      return {
+        hnswRecall,
+        model: {
+          dir: modelDir, method: 'patchcore', category: manifest.category, recipe: manifest.recipe, bank: manifest.bank.count,
+          feature_dim: manifest.featureDim, backend: backbone.backend, engine: backbone.name,
+        },
+        describe: {
+          recipe: manifest.recipe,
+          backbone: `ResNet-50 (${manifest.backbone.layers.join(', ')}), ${backbone.name}/${backbone.backend}`,
+          coresetSize: manifest.bank.count,
+        },
+      };
+    },
+    dispose: () => backbone.dispose(),
+  };
+}
+
+async function autoencoderScorer(modelDir: string, root: string, test: DatasetImage[], opts: ScoringOptions, timer: StageTimer): Promise<MethodScorer> {
+  const loaded = await timer.time('load_model', () => loadAutoencoder(modelDir, opts.logger));
+  const { manifest } = loaded;
+  const a = manifest.architecture;
+  return {
+    results: scoreWithAutoencoder(loaded, localSources(root, test), { batchSize: opts.batchSize ?? 8, timer }),
+    finish: () => ({
+      hnswRecall: null,
+      model: {
+        dir: modelDir, method: 'autoencoder', category: manifest.category, input_size: a.inputSize,
+        encoder_channels: a.encoderChannels, latent_channels: a.latentChannels, parameters: a.parameters,
+        epochs: manifest.training.epochs, final_train_loss: manifest.training.loss.at(-1) ?? null, backend: loaded.backend,
+      },
+      describe: {
+        recipe: `autoencoder ${a.inputSize}x${a.inputSize}, channels ${a.encoderChannels.join('/')}, latent ${a.latentChannels}, ${manifest.training.epochs} epochs`,
+        backbone: `none (convolutional autoencoder, ${a.parameters} parameters, TF.js ${loaded.backend})`,
+      },
+    }),
+    dispose: () => loaded.model.dispose(),
+  };
+}
+
+/** Ground truth in the model frame: the mask of a defect image, all zeros for a good one, null when unknown. */
+async function groundTruth(root: string, img: DatasetImage, frame: Frame): Promise<Uint8Array | null> {
+  if (img.maskPath) {
+    const m = await decodeMask(await readFile(join(root, img.maskPath)), img.maskPath);
+    return maskToFrame(m, frame);
+  }
+  return img.label === 0 ? new Uint8Array(frame.width * frame.height) : null;
+}
+
+/** Scores the test images with one model folder of any method and computes its metrics (no files written). */
+export async function scoreModel(modelDir: string, dataset: MvtecDataset, test: DatasetImage[], opts: ScoringOptions): Promise<ModelEvaluation> {
   const log = opts.logger;
   const t0 = performance.now();
   const timer = new StageTimer();
-  const manifest = readManifest(opts.modelDir);
-  const recipe = getRecipe(manifest.recipe);
-  const dataset = listMvtecDataset(opts.dataDir, { test: true });
-  const test = limitPerType(dataset.test, opts.limitPerType);
-  await checkWeightsMatch(manifest, opts.weightsPath);
-  const bank = await timer.time('load_model', () => MemoryBank.load(opts.modelDir));
-  if (bank.dim !== recipe.dim) {
-    throw new Error(`model "${opts.modelDir}": bank has ${bank.dim}-d entries but recipe ${recipe.name} makes ${recipe.dim}-d features`);
-  }
-  await mkdir(opts.outDir, { recursive: true });
-
-  const backbone = await createBackbone({ engine: opts.engine, weightsPath: opts.weightsPath, logger: log });
-  const frame = { resize: manifest.frame.resize, crop: manifest.frame.crop };
+  const method = readModelMethod(modelDir);
+  const scorer = method === 'patchcore'
+    ? await patchcoreScorer(modelDir, dataset.root, test, opts, timer)
+    : await autoencoderScorer(modelDir, dataset.root, test, opts, timer);
   const byId = new Map(test.map((img) => [img.path, img]));
   const scored: (ScoredImage & ReportImage)[] = [];
   const failed: { id: string; error: string }[] = [];
-  const recallRows: Float32Array[] = [];
-  const progress = startProgress('test images', test.length, log);
+  const progress = startProgress(`test images (${method})`, test.length, log);
   try {
-    for await (const r of extractFeatures(localSources(dataset.root, test), {
-      backbone, recipe, frame, batchSize: opts.batchSize ?? 8, timer,
-    })) {
+    for await (const r of scorer.results) {
       progress.tick();
-      const img = byId.get(r.id)!;
       if (!r.ok) {
         failed.push({ id: r.id, error: r.error });
         log.warn({ image: r.id, error: r.error }, 'evaluate: image failed');
         continue;
       }
-      const { features, frame: f } = r;
-      const { score, map } = scoreImage(bank, manifest, features, f, timer);
+      const img = byId.get(r.id)!;
       let mask: Uint8Array | null = null;
-      if (img.maskPath) {
-        try {
-          const m = await decodeMask(await readFile(join(dataset.root, img.maskPath)), img.maskPath);
-          mask = maskToFrame(m, f);
-        } catch (err) {
-          failed.push({ id: img.maskPath, error: (err as Error).message });
-          log.warn({ mask: img.maskPath, error: (err as Error).message }, 'evaluate: mask unusable, image left out of pixel metrics');
-        }
-      } else if (img.label === 0) {
-        mask = new Uint8Array(f.width * f.height);
+      try {
+        mask = await groundTruth(dataset.root, img, r.frame);
+      } catch (err) {
+        failed.push({ id: img.maskPath ?? img.path, error: (err as Error).message });
+        log.warn({ mask: img.maskPath, error: (err as Error).message }, 'evaluate: mask unusable, image left out of pixel metrics');
       }
-      if (opts.recallSample !== 0) recallRows.push(features.data);
       scored.push({
-        id: img.path, defectType: img.defectType, label: img.label, score, map, mask, height: f.height, width: f.width,
-        frame: f, image: () => readFile(join(dataset.root, img.path)),
+        id: img.path, defectType: img.defectType, label: img.label, score: r.score, map: r.map, mask,
+        height: r.frame.height, width: r.frame.width, frame: r.frame, image: () => readFile(join(dataset.root, img.path)),
       });
     }
   } finally {
     progress.stop();
-    backbone.dispose();
+    scorer.dispose();
   }
-
-  let hnswRecall: number | null = null;
-  if (opts.recallSample !== 0 && recallRows.length > 0) {
-    const queries = sampleRows(recallRows, bank.dim, opts.recallSample ?? 2000);
-    hnswRecall = timer.timeSync('recall_check', () => bank.recallAt1(queries));
-    log.info({ queries: queries.length / bank.dim, recall: hnswRecall }, 'evaluate: HNSW recall@1 against exact search');
+  if (scored.length === 0) {
+    throw new Error(`no test image of "${dataset.root}" could be scored with "${modelDir}" (${failed.length} failed; first: ${failed[0]?.error})`);
   }
-
+  const { hnswRecall, model, describe } = scorer.finish();
   const metrics = timer.timeSync('metrics', () => computeMetrics(scored));
-  const result: EvaluationMetrics = {
-    ...metrics,
-    hnsw_recall_at_1: hnswRecall,
-    failed_images: failed,
-    model: {
-      dir: opts.modelDir, category: manifest.category, recipe: manifest.recipe, bank: manifest.bank.count,
-      feature_dim: manifest.featureDim, backend: backbone.backend, engine: backbone.name,
+  return {
+    method,
+    modelDir,
+    images: scored,
+    describe,
+    metrics: {
+      ...metrics,
+      hnsw_recall_at_1: hnswRecall,
+      failed_images: failed,
+      model,
+      timings_ms: { ...timer.toJSON(), total: Math.round(performance.now() - t0) },
+      peak_rss_mib: peakRssMiB(),
     },
-    timings_ms: { ...timer.toJSON(), total: Math.round(performance.now() - t0) },
-    peak_rss_mib: peakRssMiB(),
   };
-  await timer.time('report', () =>
-    buildReport(
-      {
-        run: {
-          runId: `local-${basename(opts.modelDir)}`, modelVersion: opts.modelDir, recipe: manifest.recipe,
-          backbone: `ResNet-50 (${manifest.backbone.layers.join(', ')}), ${backbone.name}/${backbone.backend}`,
-          coresetSize: manifest.bank.count, dataset: dataset.root, createdAt: new Date().toISOString(),
-          timings: result.timings_ms,
-        },
-        name: 'patchcore', images: scored, metrics: result,
+}
+
+function testImages(opts: ScoringOptions): { dataset: MvtecDataset; test: DatasetImage[] } {
+  const dataset = listMvtecDataset(opts.dataDir, { test: true });
+  return { dataset, test: limitPerType(dataset.test, opts.limitPerType) };
+}
+
+/** Evaluates one model folder: metrics.json, scores.csv and the report (index.html) in outDir. */
+export async function evaluateModel(opts: EvaluateOptions): Promise<EvaluationMetrics> {
+  const { dataset, test } = testImages(opts);
+  await mkdir(opts.outDir, { recursive: true });
+  const ev = await scoreModel(opts.modelDir, dataset, test, opts);
+  const t0 = performance.now();
+  await buildReport(
+    {
+      run: {
+        runId: `local-${basename(opts.modelDir)}`, modelVersion: opts.modelDir, ...ev.describe,
+        dataset: dataset.root, createdAt: new Date().toISOString(), timings: ev.metrics.timings_ms,
       },
-      localFolderWriter(opts.outDir),
-    ),
+      name: ev.method, images: ev.images, metrics: ev.metrics,
+    },
+    localFolderWriter(opts.outDir),
   );
-  log.info({ outDir: opts.outDir }, 'evaluate: report written (metrics.json, scores.csv, index.html)');
-  return result;
+  ev.metrics.timings_ms!.report = Math.round(performance.now() - t0);
+  opts.logger.info({ outDir: opts.outDir, method: ev.method }, 'evaluate: report written (metrics.json, scores.csv, index.html)');
+  return ev.metrics;
+}
+
+/** Report names of the models: the method, with the folder name added where two models share a method. */
+export function methodNames(evals: readonly Pick<ModelEvaluation, 'method' | 'modelDir'>[]): string[] {
+  const counts = new Map<string, number>();
+  for (const e of evals) counts.set(e.method, (counts.get(e.method) ?? 0) + 1);
+  const names = evals.map((e) => (counts.get(e.method)! > 1 ? `${e.method} ${basename(e.modelDir)}` : e.method));
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) throw new Error(`two models to compare are both named "${dup}": give the model folders distinct names`);
+  return names;
+}
+
+/**
+ * Evaluates several model folders on the same test images and writes one comparison report in outDir: a
+ * side-by-side summary, then one section per model; metrics.json maps each method's name to its metrics.
+ */
+export async function compareModels(opts: CompareOptions): Promise<Record<string, EvaluationMetrics>> {
+  if (opts.modelDirs.length < 2) throw new Error(`compare: give at least two model folders, got ${opts.modelDirs.length}`);
+  const { dataset, test } = testImages(opts);
+  // Every model folder is checked before any scoring starts, so a bad one fails fast.
+  const checked = [];
+  for (const modelDir of opts.modelDirs) {
+    const method = readModelMethod(modelDir);
+    if (method === 'patchcore') await checkWeightsMatch(readManifest(modelDir), opts.weightsPath);
+    else readAutoencoderManifest(modelDir);
+    checked.push({ modelDir, method });
+  }
+  const names = methodNames(checked);
+  await mkdir(opts.outDir, { recursive: true });
+  const evals: ModelEvaluation[] = [];
+  for (const dir of opts.modelDirs) evals.push(await scoreModel(dir, dataset, test, opts));
+  const methods: MethodResult[] = evals.map((e, i) => ({ name: names[i], images: e.images, metrics: e.metrics }));
+  const run: RunInfo = {
+    runId: `compare-${names.map((n) => n.replace(/\s+/g, '-')).join('-vs-')}`,
+    modelVersion: opts.modelDirs.join(', '),
+    recipe: evals.map((e, i) => `${names[i]}: ${e.describe.recipe}`).join('; '),
+    backbone: evals.map((e, i) => `${names[i]}: ${e.describe.backbone}`).join('; '),
+    dataset: dataset.root,
+    createdAt: new Date().toISOString(),
+    timings: Object.fromEntries(evals.map((e, i) => [names[i], e.metrics.timings_ms?.total ?? 0])),
+  };
+  await buildComparisonReport({ run, methods }, localFolderWriter(opts.outDir));
+  opts.logger.info({ outDir: opts.outDir, methods: names }, 'compare: report written (metrics.json, scores.csv, index.html)');
+  return Object.fromEntries(evals.map((e, i) => [names[i], e.metrics]));
 }

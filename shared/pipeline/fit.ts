@@ -126,6 +126,7 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
   const manifest: ModelManifest = {
     format: MODEL_FORMAT,
     version: MODEL_FORMAT_VERSION,
+    method: 'patchcore',
     createdAt: new Date().toISOString(),
     category: dataset.category,
     recipe: recipe.name,
