@@ -84,7 +84,7 @@ test('health endpoint reports counters while Redis is up, 503 once it goes away;
       body: { status: 'ok', queue: SCORE_QUEUE, phase: 'running', redis: 'ready', running: 0, processed: 0, failed: 0 },
     });
     assert.equal((await get(handle.port, '/readyz')).status, 200);
-    assert.equal((await get(handle.port, '/metrics')).status, 404);
+    assert.equal((await get(handle.port, '/nope')).status, 404);
 
     await ownQueue.add('score-shard', payload('run-7', '0004'), { jobId: 'run-7~score~0004' });
     // Bad payloads fail at once: retrying cannot fix them.

@@ -1,7 +1,8 @@
 // The generic worker: a BullMQ Worker plus what every service needs around it, namely payload
-// validation before the handler runs, a per-job logger, counters, a health endpoint and graceful
-// shutdown. Nothing here is process-global except the SIGTERM/SIGINT listeners (opt out with
-// handleSignals: false), so one process can run several workers, e.g. in tests.
+// validation before the handler runs, a per-job logger, counters, a health endpoint (with Prometheus
+// metrics on /metrics, see prometheus.ts) and graceful shutdown. Nothing here is process-global except
+// the SIGTERM/SIGINT listeners (opt out with handleSignals: false), so one process can run several
+// workers, e.g. in tests.
 //
 // Shutdown (close() or the first SIGTERM/SIGINT):
 //   1. stop taking jobs and let running ones finish, for up to `shutdownGraceMs`;
@@ -15,11 +16,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { UnrecoverableError, WaitingError, Worker, type Job, type WorkerOptions } from 'bullmq';
+import { Queue, UnrecoverableError, WaitingError, Worker, type Job, type WorkerOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { DEFAULT_QUEUE_PREFIX } from './config.js';
 import { KIND_OF_QUEUE, validatePayload, type JobPayloads, type KindOfQueue, type QueueName } from './jobs.js';
+import { PROMETHEUS_CONTENT_TYPE, renderMetrics, workerMetricFamilies, type QueueJobCounts, type WorkerExposition } from './prometheus.js';
 
 export interface JobContext {
   job: Job;
@@ -57,11 +59,16 @@ export interface StartWorkerOptions<Q extends QueueName, R> {
   shutdownGraceMs?: number;
   /** Close on SIGTERM/SIGINT (a second signal hands running jobs back at once); default true. */
   handleSignals?: boolean;
+  /**
+   * Other workers of this process, on the same connection and prefix, that /metrics also shows (with their
+   * queues' backlog): a process serving two queues has one health endpoint. Called at every scrape.
+   */
+  alsoExport?: () => Iterable<{ metrics: WorkerMetrics; health(): { ready: HealthReport } }>;
   /** Further BullMQ worker options (stalledInterval, maxStalledCount, drainDelay, ...). */
   workerOptions?: Partial<Omit<WorkerOptions, 'connection' | 'prefix' | 'concurrency' | 'autorun'>>;
 }
 
-/** Upper bounds (seconds) of the job-duration histogram; a later Prometheus exporter reuses them. */
+/** Upper bounds (seconds) of the job-duration histogram, exported as they are on /metrics. */
 export const DURATION_BUCKETS_S = [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800] as const;
 
 export interface WorkerMetrics {
@@ -74,6 +81,8 @@ export interface WorkerMetrics {
   handedBack: number;
   /** Jobs running now. */
   running: number;
+  /** Images reported by processed attempts: the sum of their results' numeric `images` field. */
+  images: number;
   /** Handler durations of processed and failed attempts: count per bucket (last = over the top bound). */
   durationCounts: number[];
   durationSumSeconds: number;
@@ -114,6 +123,7 @@ function newMetrics(queue: QueueName): WorkerMetrics {
     failed: 0,
     handedBack: 0,
     running: 0,
+    images: 0,
     durationCounts: new Array<number>(DURATION_BUCKETS_S.length + 1).fill(0),
     durationSumSeconds: 0,
     durationCount: 0,
@@ -136,6 +146,15 @@ interface RunningJob {
 
 /** How long close() waits for the hand-back, and then for handlers to stop, after the grace period. */
 const HAND_BACK_TIMEOUT_MS = 1000;
+
+/** How long a /metrics scrape waits for Redis to count a queue's jobs before it leaves the counts out. */
+export const QUEUE_COUNTS_TIMEOUT_MS = 1000;
+
+/** The `images` a handler's result reports (feature and score results do), else 0. */
+function imagesOf(result: unknown): number {
+  const images = typeof result === 'object' && result !== null ? (result as { images?: unknown }).images : undefined;
+  return typeof images === 'number' && Number.isFinite(images) && images > 0 ? images : 0;
+}
 
 /** A cancellable timer; `fire()` ends it early. Cancelled timers do not keep the process alive. */
 function timer(ms: number): { done: Promise<void>; fire: () => void; cancel: () => void } {
@@ -212,6 +231,7 @@ export async function startWorker<Q extends QueueName, R = unknown>(opts: StartW
         throw new WaitingError();
       }
       metrics.processed++;
+      metrics.images += imagesOf(result);
       observeDuration(metrics, seconds);
       log.info({ seconds }, 'job done');
       return result;
@@ -271,11 +291,69 @@ export async function startWorker<Q extends QueueName, R = unknown>(opts: StartW
   };
   const health = () => ({ live: report(false), ready: report(true) });
 
+  // Queues whose backlog /metrics reads, made at the first scrape; they share the worker's connection.
+  const countingQueues = new Map<QueueName, Queue>();
+  const countsInFlight = new Map<QueueName, Promise<QueueJobCounts | null>>();
+  const readQueueCounts = async (name: QueueName): Promise<QueueJobCounts | null> => {
+    // A command on a connection that is down waits for it (the worker's connection never gives up).
+    if (connection.status !== 'ready') return null;
+    let counts = countsInFlight.get(name);
+    if (!counts) {
+      let q = countingQueues.get(name);
+      if (!q) {
+        q = new Queue(name, { connection, prefix: opts.prefix ?? DEFAULT_QUEUE_PREFIX });
+        q.on('error', () => {}); // the worker logs connection errors already
+        countingQueues.set(name, q);
+      }
+      const read = q.getJobCounts('wait', 'active', 'delayed').then(
+        (c) => ({ waiting: c.wait ?? 0, active: c.active ?? 0, delayed: c.delayed ?? 0 }),
+        () => null,
+      );
+      // A slow read stays the one in flight until Redis answers, so slow scrapes do not pile commands up.
+      countsInFlight.set(name, read);
+      void read.then(() => countsInFlight.delete(name));
+      counts = read;
+    }
+    const wait = timer(QUEUE_COUNTS_TIMEOUT_MS);
+    try {
+      return await Promise.race([counts, wait.done.then(() => null)]);
+    } finally {
+      wait.cancel();
+    }
+  };
+
+  const serveMetrics = async (res: ServerResponse): Promise<void> => {
+    const workers = [{ metrics, ready: report(true).status === 'ok' }];
+    for (const other of opts.alsoExport?.() ?? []) {
+      workers.push({ metrics: other.metrics, ready: other.health().ready.status === 'ok' });
+    }
+    const exposed: WorkerExposition[] = await Promise.all(
+      workers.map(async (w) => ({ ...w, queueCounts: await readQueueCounts(w.metrics.queue) })),
+    );
+    const cpu = process.cpuUsage();
+    const text = renderMetrics(
+      workerMetricFamilies(exposed, DURATION_BUCKETS_S, {
+        residentMemoryBytes: process.memoryUsage.rss(),
+        cpuSeconds: (cpu.user + cpu.system) / 1e6,
+        startTimeSeconds: performance.timeOrigin / 1000,
+      }),
+    );
+    res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store' }).end(text);
+  };
+
   let server: Server | undefined;
   let port: number | null = null;
   if (opts.healthPort !== undefined && opts.healthPort !== null) {
     server = createServer((req: IncomingMessage, res: ServerResponse) => {
       const path = (req.url ?? '').split('?')[0];
+      if (req.method === 'GET' && path === '/metrics') {
+        serveMetrics(res).catch((err: unknown) => {
+          logger.warn({ err: (err as Error).message }, 'metrics scrape failed');
+          if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+          res.end(`metrics unavailable: ${(err as Error).message}\n`);
+        });
+        return;
+      }
       const body =
         req.method !== 'GET' ? null : path === '/healthz' ? report(false) : path === '/readyz' ? report(true) : null;
       if (!body) {
@@ -368,6 +446,12 @@ export async function startWorker<Q extends QueueName, R = unknown>(opts: StartW
           s.close(() => r());
           s.closeAllConnections();
         });
+      }
+      if (countingQueues.size > 0) {
+        // They share the worker's connection, so closing them only detaches them; bounded all the same.
+        const queuesWait = timer(HAND_BACK_TIMEOUT_MS);
+        await Promise.race([Promise.all([...countingQueues.values()].map((q) => q.close().catch(() => {}))), queuesWait.done]);
+        queuesWait.cancel();
       }
       logger.info({ processed: metrics.processed, failed: metrics.failed, handedBack: metrics.handedBack }, 'worker closed');
       resolveClosed();
