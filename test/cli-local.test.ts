@@ -107,3 +107,33 @@ test('--method: flags of the other method are refused by name; bad method or inp
   assert.match(patchcore(['fit', '--help']).stdout, /--method patchcore\|autoencoder/);
   assert.match(patchcore(['evaluate', '--help']).stdout, /Give it more\s+than once to compare models/);
 });
+
+test('target-FPR threshold from good images held out at fit time, used by metrics.json and scores.csv', () => {
+  const model = join(work, 'model-validation');
+  const fit = patchcore(['fit', '--data', data, '--model', model, '--validation-split', '0.34']);
+  assert.equal(fit.code, 0, fit.stderr);
+  const manifest = JSON.parse(readFileSync(join(model, 'manifest.json'), 'utf8'));
+  // Every third of the six sorted training images is held out: 002 and 005.
+  assert.deepEqual(manifest.validation.images, ['train/good/002.png', 'train/good/005.png']);
+  assert.equal(manifest.training.images, 4);
+  assert.equal(manifest.coreset.trainPatches, 4 * 784);
+  const maxGood = Math.max(...manifest.validation.scores);
+
+  const out = join(work, 'eval-fpr');
+  const ev = patchcore(['evaluate', '--model', model, '--data', data, '--out', out, '--threshold', 'target-fpr', '--target-fpr', '0']);
+  assert.equal(ev.code, 0, ev.stderr);
+  const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'));
+  assert.equal(metrics.decision.rule, 'target-fpr');
+  assert.equal(metrics.decision.target_fpr, 0);
+  // FPR 0 on the held-out images: the smallest threshold above all of their scores.
+  assert.ok(metrics.decision.threshold > maxGood && metrics.decision.threshold - maxGood < 1e-9);
+  const rows = readFileSync(join(out, 'scores.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
+  for (const r of rows) assert.equal(r[4], Number(r[3]) >= metrics.decision.threshold ? '1' : '0');
+  const tp = rows.filter((r) => r[2] === '1' && r[4] === '1').length;
+  assert.equal(metrics.decision.confusion_matrix.tp, tp);
+  assert.match(readFileSync(join(out, 'index.html'), 'utf8'), /target FPR 0% on good validation images/);
+
+  const noValidation = patchcore(['evaluate', '--model', join(work, 'model'), '--data', data, '--out', join(work, 'e2'), '--threshold', 'target-fpr']);
+  assert.equal(noValidation.code, 1);
+  assert.match(noValidation.stderr, /has no held-out good images to set a target-FPR threshold: fit it with --validation-split/);
+});

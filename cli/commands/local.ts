@@ -28,6 +28,8 @@ export const FIT_USAGE = `patchcore fit --data <category dir> --model <model dir
   --crop <n|none>         centre crop (default 224)
   --batch-size <n>        images per backbone / training batch (default 8)
   --limit <n>             use only the first n training images
+  --validation-split <r>  PatchCore: hold out this fraction of the good training images and record their scores,
+                          so evaluate can set a target-FPR threshold (default 0)
  PatchCore only:
   --recipe paper|seed     patch feature recipe (default paper)
   --coreset-ratio <r>     fraction of training patches kept in the bank (default 0.1 for paper, 0.01 for seed)
@@ -51,9 +53,13 @@ export const EVALUATE_USAGE = `patchcore evaluate --model <model dir> [--model <
   --engine auto|tfjs|onnx PatchCore models: backbone engine (default auto)
   --batch-size <n>        images per batch (default 8)
   --limit-per-type <n>    use only the first n test images of each type
-  --recall-sample <n>     PatchCore models: test patches used to measure HNSW recall@1 (default 2000, 0 = skip)`;
+  --recall-sample <n>     PatchCore models: test patches used to measure HNSW recall@1 (default 2000, 0 = skip)
+  --threshold f1-max|target-fpr  how the good/defect threshold is chosen (default f1-max on the labelled test set;
+                          target-fpr: on the good images held out by fit --validation-split; used automatically
+                          when the test set lacks labelled defects)
+  --target-fpr <r>        the false-positive rate allowed on those images (default 0.01)`;
 
-const PATCHCORE_ONLY = ['recipe', 'coreset-ratio', 'coreset-size', 'weights', 'engine'] as const;
+const PATCHCORE_ONLY = ['recipe', 'coreset-ratio', 'coreset-size', 'weights', 'engine', 'validation-split'] as const;
 const AUTOENCODER_ONLY = ['epochs', 'learning-rate', 'input-size'] as const;
 
 export async function fitCommand(argv: string[]): Promise<void> {
@@ -64,7 +70,7 @@ export async function fitCommand(argv: string[]): Promise<void> {
       method: { type: 'string' }, data: { type: 'string' }, model: { type: 'string' }, recipe: { type: 'string' },
       'coreset-ratio': { type: 'string' }, 'coreset-size': { type: 'string' }, seed: { type: 'string' },
       weights: { type: 'string' }, engine: { type: 'string' }, resize: { type: 'string' }, crop: { type: 'string' },
-      'batch-size': { type: 'string' }, limit: { type: 'string' },
+      'batch-size': { type: 'string' }, limit: { type: 'string' }, 'validation-split': { type: 'string' },
       epochs: { type: 'string' }, 'learning-rate': { type: 'string' }, 'input-size': { type: 'string' },
     },
     z.object({
@@ -81,6 +87,7 @@ export async function fitCommand(argv: string[]): Promise<void> {
       crop: sizeOrNone.default(224),
       'batch-size': positiveInt.default(8),
       limit: positiveInt.optional(),
+      'validation-split': numberFlag.refine((r) => r >= 0 && r < 1, { message: 'expected a fraction in [0, 1)' }).optional(),
       epochs: positiveInt.optional(),
       'learning-rate': numberFlag.refine((r) => r > 0 && r < 1, { message: 'expected a rate in (0, 1)' }).optional(),
       'input-size': positiveInt.refine((n) => n % 16 === 0, { message: 'expected a multiple of 16' }).optional(),
@@ -112,7 +119,8 @@ export async function fitCommand(argv: string[]): Promise<void> {
   const manifest = await fitModel({
     dataDir: resolve(opts.data), modelDir: resolve(opts.model), weightsPath: resolve(opts.weights ?? defaultWeightsPath()),
     engine: opts.engine ?? 'auto', recipe: opts.recipe ?? 'paper', coresetRatio: opts['coreset-ratio'],
-    coresetTarget: opts['coreset-size'], seed: opts.seed, frame, batchSize: opts['batch-size'], limit: opts.limit, logger,
+    coresetTarget: opts['coreset-size'], seed: opts.seed, frame, batchSize: opts['batch-size'], limit: opts.limit,
+    validationSplit: opts['validation-split'], logger,
   });
   process.stdout.write(
     JSON.stringify({
@@ -127,7 +135,7 @@ export async function fitCommand(argv: string[]): Promise<void> {
 function metricsSummary(m: EvaluationMetrics): Record<string, unknown> {
   return {
     image_auroc: m.image_auroc, pixel_auroc: m.pixel_auroc, aupro: m.aupro, f1_max: m.f1_max,
-    threshold: m.threshold, confusion_matrix: m.confusion_matrix, images: m.images,
+    threshold: m.threshold, confusion_matrix: m.confusion_matrix, decision: m.decision, images: m.images,
     hnsw_recall_at_1: m.hnsw_recall_at_1, failed_images: m.failed_images?.length ?? 0,
     timings_ms: m.timings_ms, peak_rss_mib: m.peak_rss_mib,
   };
@@ -140,7 +148,7 @@ export async function evaluateCommand(argv: string[]): Promise<void> {
     {
       model: { type: 'string', multiple: true }, data: { type: 'string' }, out: { type: 'string' }, weights: { type: 'string' },
       engine: { type: 'string' }, 'batch-size': { type: 'string' }, 'limit-per-type': { type: 'string' },
-      'recall-sample': { type: 'string' },
+      'recall-sample': { type: 'string' }, threshold: { type: 'string' }, 'target-fpr': { type: 'string' },
     },
     z.object({
       model: z.array(z.string(), { error: 'is required' }).min(1, { message: 'is required' }),
@@ -151,12 +159,15 @@ export async function evaluateCommand(argv: string[]): Promise<void> {
       'batch-size': positiveInt.default(8),
       'limit-per-type': positiveInt.optional(),
       'recall-sample': intFlag.refine((n) => n >= 0, { message: 'expected 0 or more' }).default(2000),
+      threshold: z.enum(['f1-max', 'target-fpr']).default('f1-max'),
+      'target-fpr': numberFlag.refine((r) => r >= 0 && r < 1, { message: 'expected a rate in [0, 1)' }).optional(),
     }),
   );
   const logger = createLogger('patchcore-evaluate');
   const scoring = {
     dataDir: resolve(opts.data), weightsPath: resolve(opts.weights), engine: opts.engine, batchSize: opts['batch-size'],
-    limitPerType: opts['limit-per-type'], recallSample: opts['recall-sample'], logger,
+    limitPerType: opts['limit-per-type'], recallSample: opts['recall-sample'],
+    threshold: { rule: opts.threshold, targetFpr: opts['target-fpr'] }, logger,
   };
   const models = opts.model.map((m) => resolve(m));
   const dup = models.find((m, i) => models.indexOf(m) !== i);

@@ -51,6 +51,8 @@ export const ModelManifestSchema = z.object({
     timings_ms: z.record(z.string(), z.number()),
     peak_rss_mib: z.number(),
   }),
+  /** Good images held out of training and their scores: the basis of a target-FPR threshold. */
+  validation: z.object({ images: z.array(z.string()), scores: z.array(z.number()) }).optional(),
 });
 
 export type ModelManifest = z.infer<typeof ModelManifestSchema>;

@@ -13,8 +13,10 @@ import { decodeMask, maskToFrame, type Frame } from '../image/index.js';
 import type { Logger } from '../log.js';
 import { readManifest, readModelMethod, type ModelManifest, type ModelMethod } from '../model/manifest.js';
 import {
-  buildComparisonReport, buildReport, localFolderWriter, type MethodResult, type ReportImage, type RunInfo,
+  buildComparisonReport, buildReport, chooseThreshold, localFolderWriter,
+  type MethodResult, type ReportImage, type RunInfo, type ThresholdChoice,
 } from '../report/index.js';
+import { confusionAt } from '../metrics/index.js';
 import { extractFeatures } from './extract.js';
 import { sha256File } from './fit.js';
 import { localSources } from './local-source.js';
@@ -34,7 +36,35 @@ export interface ScoringOptions {
   limitPerType?: number;
   /** PatchCore: test patches sampled to measure HNSW recall@1 against exact search (0 = skip). */
   recallSample?: number;
+  /** How the decision threshold is chosen (default F1-max on the labelled test set). */
+  threshold?: ThresholdSetting;
   logger: Logger;
+}
+
+export interface ThresholdSetting {
+  rule: 'f1-max' | 'target-fpr';
+  /** For 'target-fpr': the false-positive rate allowed on the model's held-out good images (default 0.01). */
+  targetFpr?: number;
+}
+
+/**
+ * The decision threshold: F1-max when asked for and the test set has both classes; otherwise the target FPR on the
+ * good images held out at training time (fit --validation-split).
+ */
+export function decideThreshold(
+  modelDir: string, method: ModelMethod, metrics: EvaluationMetrics, scored: readonly ScoredImage[], rule: ThresholdSetting = { rule: 'f1-max' },
+): ThresholdChoice {
+  const validation = method === 'patchcore' ? readManifest(modelDir).validation : undefined;
+  if (rule.rule === 'f1-max' && metrics.threshold !== null) return { threshold: metrics.threshold, rule: 'f1-max' };
+  if (!validation || validation.scores.length === 0) {
+    throw new Error(
+      rule.rule === 'target-fpr'
+        ? `model "${modelDir}" has no held-out good images to set a target-FPR threshold: fit it with --validation-split`
+        : `the test set has no labelled defects and good images both, and model "${modelDir}" has no held-out good images: ` +
+          'fit it with --validation-split to get a target-FPR threshold',
+    );
+  }
+  return chooseThreshold({ goodValidationScores: Float32Array.from(validation.scores), targetFpr: rule.targetFpr ?? 0.01 });
 }
 
 export interface EvaluateOptions extends ScoringOptions {
@@ -56,6 +86,7 @@ export interface ModelEvaluation {
   metrics: EvaluationMetrics;
   /** The report's description of the model. */
   describe: { recipe: string; backbone: string; coresetSize?: number };
+  threshold: ThresholdChoice;
 }
 
 type ImageResult =
@@ -236,11 +267,18 @@ export async function scoreModel(modelDir: string, dataset: MvtecDataset, test: 
   }
   const { hnswRecall, model, describe } = scorer.finish();
   const metrics = timer.timeSync('metrics', () => computeMetrics(scored));
+  const threshold = decideThreshold(modelDir, method, metrics, scored, opts.threshold);
+  const labels = Uint8Array.from(scored, (s) => s.label);
+  metrics.decision = {
+    rule: threshold.rule, threshold: threshold.threshold, ...(threshold.targetFpr !== undefined ? { target_fpr: threshold.targetFpr } : {}),
+    confusion_matrix: confusionAt(Float32Array.from(scored, (s) => s.score), labels, threshold.threshold),
+  };
   return {
     method,
     modelDir,
     images: scored,
     describe,
+    threshold,
     metrics: {
       ...metrics,
       hnsw_recall_at_1: hnswRecall,
@@ -269,7 +307,7 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<EvaluationMe
         runId: `local-${basename(opts.modelDir)}`, modelVersion: opts.modelDir, ...ev.describe,
         dataset: dataset.root, createdAt: new Date().toISOString(), timings: ev.metrics.timings_ms,
       },
-      name: ev.method, images: ev.images, metrics: ev.metrics,
+      name: ev.method, images: ev.images, metrics: ev.metrics, threshold: ev.threshold,
     },
     localFolderWriter(opts.outDir),
   );
@@ -307,7 +345,7 @@ export async function compareModels(opts: CompareOptions): Promise<Record<string
   await mkdir(opts.outDir, { recursive: true });
   const evals: ModelEvaluation[] = [];
   for (const dir of opts.modelDirs) evals.push(await scoreModel(dir, dataset, test, opts));
-  const methods: MethodResult[] = evals.map((e, i) => ({ name: names[i], images: e.images, metrics: e.metrics }));
+  const methods: MethodResult[] = evals.map((e, i) => ({ name: names[i], images: e.images, metrics: e.metrics, threshold: e.threshold }));
   const run: RunInfo = {
     runId: `compare-${names.map((n) => n.replace(/\s+/g, '-')).join('-vs-')}`,
     modelVersion: opts.modelDirs.join(', '),

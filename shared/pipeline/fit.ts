@@ -6,12 +6,13 @@ import { basename } from 'node:path';
 import { createBackbone, type EngineName } from '../backbone/engine.js';
 import { DEFAULT_HNSW, type HnswParams } from '../bank/index.js';
 import { listMvtecDataset } from '../dataset/mvtec.js';
-import { getRecipe, type RecipeName } from '../features/recipes.js';
-import { DEFAULT_FRAME_SPEC, type FrameSpec } from '../image/index.js';
+import { getRecipe, type PatchFeatures, type RecipeName } from '../features/recipes.js';
+import { DEFAULT_FRAME_SPEC, type Frame, type FrameSpec } from '../image/index.js';
 import type { Logger } from '../log.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, writeManifest, type ModelManifest } from '../model/manifest.js';
 import { buildBank } from './build-bank.js';
 import { extractFeatures } from './extract.js';
+import { scoreImage } from './score-image.js';
 import { localSources } from './local-source.js';
 import { startProgress } from './progress.js';
 import { StageTimer, peakRssMiB } from './timings.js';
@@ -33,6 +34,8 @@ export interface FitOptions {
   batchSize?: number;
   /** Use only the first N training images (quick runs and tests). */
   limit?: number;
+  /** Fraction of the good training images held out to calibrate a target-FPR threshold (default 0). */
+  validationSplit?: number;
   sigma?: number;
   reweightNeighbours?: number | null;
   logger: Logger;
@@ -76,6 +79,16 @@ export class FeatureMatrix {
   }
 }
 
+/** Every 1/split-th image, evenly spread over the sorted list: the held-out good images. */
+export function validationIds(ids: string[], split: number): Set<string> {
+  if (!(split >= 0 && split < 1)) throw new Error(`validation split must be in [0, 1), got ${split}`);
+  const out = new Set<string>();
+  ids.forEach((id, i) => {
+    if (Math.floor((i + 1) * split) > Math.floor(i * split)) out.add(id);
+  });
+  return out;
+}
+
 export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
   const log = opts.logger;
   const recipe = getRecipe(opts.recipe ?? 'paper');
@@ -96,14 +109,17 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
 
   const backbone = await createBackbone({ engine: opts.engine, weightsPath: opts.weightsPath, logger: log });
   log.info({ recipe: recipe.name, images: train.length, engine: backbone.name, backend: backbone.backend }, 'fit: extracting training features');
-  const features = new FeatureMatrix(train.length, recipe.dim);
+  const heldOut = validationIds(train.map((t) => t.path), opts.validationSplit ?? 0);
+  const features = new FeatureMatrix(train.length - heldOut.size, recipe.dim);
+  const validation: { id: string; features: PatchFeatures; frame: Frame }[] = [];
   const skipped: { id: string; error: string }[] = [];
   const progress = startProgress('train features', train.length, log);
   try {
     for await (const r of extractFeatures(localSources(dataset.root, train), {
       backbone, recipe, frame, batchSize: opts.batchSize ?? 8, timer,
     })) {
-      if (r.ok) features.add(r.id, r.features);
+      if (r.ok && heldOut.has(r.id)) validation.push({ id: r.id, features: r.features, frame: r.frame });
+      else if (r.ok) features.add(r.id, r.features);
       else {
         skipped.push({ id: r.id, error: r.error });
         log.warn({ image: r.id, error: r.error }, 'fit: image skipped');
@@ -144,12 +160,18 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
     bank: { count: bank.count, dim: bank.dim, hnsw },
     scoring: { sigma: opts.sigma ?? 4, reweightNeighbours: opts.reweightNeighbours ?? null },
     training: {
-      images: train.length - skipped.length,
+      images: train.length - skipped.length - validation.length,
       skipped,
       timings_ms: { ...timer.toJSON(), total: Math.round(performance.now() - t0) },
       peak_rss_mib: peakRssMiB(),
     },
   };
+  if (validation.length > 0) {
+    manifest.validation = {
+      images: validation.map((v) => v.id),
+      scores: validation.map((v) => scoreImage(bank, manifest, v.features, v.frame, timer).score),
+    };
+  }
   writeManifest(opts.modelDir, manifest);
   log.info({ modelDir: opts.modelDir, bank: bank.count, timings_ms: manifest.training.timings_ms }, 'fit: model written');
   return manifest;

@@ -30,6 +30,8 @@ export interface EvaluationMetrics {
   per_defect_type: Record<string, { images: number; image_auroc: number | null }>;
   score_stats: Record<string, ScoreSummary>;
   hnsw_recall_at_1?: number | null;
+  /** The threshold that decides good/defect in the report and scores.csv, how it was chosen, and its outcome. */
+  decision?: { rule: 'f1-max' | 'target-fpr'; threshold: number; target_fpr?: number; confusion_matrix: Confusion | null };
   failed_images?: { id: string; error: string }[];
   model?: Record<string, unknown>;
   timings_ms?: Record<string, number>;
