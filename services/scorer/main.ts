@@ -23,18 +23,21 @@ export async function startScorer(opts: { handleSignals?: boolean } = {}): Promi
     lockDuration: ctx.worker.lockDurationMs,
     handleSignals: opts.handleSignals,
   };
+  // The report worker has no port of its own: the score worker's /metrics exports it too.
+  let reports: Awaited<ReturnType<typeof startWorker>> | null = null;
   const scoring = await startWorker({
     ...common,
     queue: SCORE_QUEUE,
     concurrency: ctx.worker.concurrency,
     healthPort: ctx.worker.healthPort,
+    alsoExport: () => (reports ? [reports] : []),
     handler: (payload, job) =>
       scoreShard(payload, {
         store: ctx.store, models, backbone, weightsSha256, log: job.log, batchSize: settings.batchSize,
         progress: (done, total) => job.progress({ done, total }),
       }),
   });
-  const reports = await startWorker({
+  reports = await startWorker({
     ...common,
     queue: REPORT_QUEUE,
     concurrency: 1,

@@ -1,7 +1,9 @@
 // A category's files under an object-storage prefix (datasets/<name>/), listed once and classified like a local
 // folder; and image sources that read from the store.
+import { UnrecoverableError } from 'bullmq';
 import { classifyDatasetPaths, type DatasetNeeds, type MvtecDataset } from '../dataset/mvtec.js';
 import type { ImageSource } from '../pipeline/extract.js';
+import { datasetsRoot, idSegment, normaliseRelativePath } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 
 /** Keys under `prefix` (which ends with "/"), relative to it. Paginated, any size. */
@@ -18,10 +20,77 @@ export async function listStoredDataset(
   return classifyDatasetPaths(paths, `"${prefix}"`, need);
 }
 
+/**
+ * Refuses a job whose dataset prefix is not a datasets/<name>/ folder or whose image keys leave it. The payload
+ * schema only checks shapes; this is what keeps a hand-made job from reading runs/ or models/ as "images".
+ * Unrecoverable: retrying cannot fix the payload.
+ */
+export function checkDatasetKeys(prefix: string, keys: readonly string[]): void {
+  const bad = (why: string): never => {
+    throw new UnrecoverableError(`dataset prefix ${JSON.stringify(prefix)}: ${why}`);
+  };
+  const name = prefix.startsWith(datasetsRoot) && prefix.endsWith('/') ? prefix.slice(datasetsRoot.length, -1) : null;
+  if (name === null) bad(`expected "${datasetsRoot}<name>/"`);
+  try {
+    idSegment('dataset name', name!);
+  } catch (err) {
+    bad((err as Error).message);
+  }
+  for (const key of keys) {
+    if (!key.startsWith(prefix)) bad(`image key ${JSON.stringify(key)} is not under it`);
+    const rel = key.slice(prefix.length);
+    let normal: string | null = null;
+    try {
+      normal = normaliseRelativePath('image key', rel);
+    } catch (err) {
+      bad((err as Error).message);
+    }
+    if (normal !== rel) bad(`image key ${JSON.stringify(key)} is not in normal form (expected ${JSON.stringify(prefix + normal)})`);
+  }
+}
+
+/** An image that could not be read from the store: a storage fault, not a bad image. */
+export class ImageReadError extends Error {
+  override readonly name = 'ImageReadError';
+  constructor(readonly key: string, cause: unknown) {
+    super(`image "${key}" could not be read from the bucket: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+  }
+}
+
+export interface StoreImageSources {
+  sources: ImageSource[];
+  /**
+   * Throws the read error of `id`, if its read failed. extractFeatures reports any per-image failure as a bad
+   * image; a read failure is a storage fault instead, and skipping the image would lose it for good, so the
+   * caller fails the job with this and the job is retried.
+   */
+  throwIfReadFailed(id: string): void;
+}
+
 /** `keys` are full object keys; an image's id is its path relative to `prefix`. */
-export function storeSources(store: ObjectStore, prefix: string, keys: string[]): ImageSource[] {
-  return keys.map((key) => {
+export function storeSources(store: ObjectStore, prefix: string, keys: string[]): StoreImageSources {
+  const readErrors = new Map<string, ImageReadError>();
+  const sources = keys.map((key): ImageSource => {
     if (!key.startsWith(prefix)) throw new Error(`image key "${key}" is not under the dataset prefix "${prefix}"`);
-    return { id: key.slice(prefix.length), read: () => store.getObject(key) };
+    const id = key.slice(prefix.length);
+    return {
+      id,
+      read: async () => {
+        try {
+          return await store.getObject(key);
+        } catch (err) {
+          const e = new ImageReadError(key, err);
+          readErrors.set(id, e);
+          throw e;
+        }
+      },
+    };
   });
+  return {
+    sources,
+    throwIfReadFailed(id) {
+      const e = readErrors.get(id);
+      if (e) throw e;
+    },
+  };
 }

@@ -50,6 +50,15 @@ export async function mergeShardsIntoModel(
     }
     files.push(file);
   }
+  // Shards never overlap when the producer made them; a run whose shards do is refused, not double-counted.
+  const shardOfImage = new Map<string, string>();
+  files.forEach((f, i) => {
+    for (const img of f.header.images) {
+      const earlier = shardOfImage.get(img.key);
+      if (earlier !== undefined) throw new Error(`training run ${p.runId}: image "${img.key}" is in shards ${earlier} and ${p.shards[i]}`);
+      shardOfImage.set(img.key, p.shards[i]);
+    }
+  });
   const rows = files.reduce((s, f) => s + f.header.count, 0);
   const trainPatches = files.reduce((s, f) => s + Number(f.header.patches ?? f.header.count), 0);
   const images = files.reduce((s, f) => s + f.header.images.length, 0);

@@ -10,7 +10,7 @@ import { buildReport, type ReportImage, type ReportWriter } from '../report/inde
 import { mapsKey, reportKey, reportPrefix, scoresKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { decodeTensorFile } from '../storage/tensor-file.js';
-import { listStoredDataset } from './dataset-store.js';
+import { checkDatasetKeys, listStoredDataset } from './dataset-store.js';
 import type { ModelCache } from './model-store.js';
 import { ShardScoresSchema } from './score-shard.js';
 
@@ -32,11 +32,13 @@ export async function buildRunReport(
 ): Promise<ReportJobResult> {
   const timer = new StageTimer();
   const t0 = performance.now();
+  checkDatasetKeys(p.datasetPrefix, []);
   const { manifest } = await ctx.models.get(p.model.category, p.model.version);
   const dataset = await timer.time('list', () => listStoredDataset(ctx.store, p.datasetPrefix, { test: true }));
   const byId = new Map(dataset.test.map((img) => [img.path, img]));
   const images: (ScoredImage & ReportImage)[] = [];
   const failed: { id: string; error: string }[] = [];
+  const shardOf = new Map<string, string>();
   for (const shard of p.shards) {
     const scores = await timer.time('download', () => ctx.store.getJson(scoresKey(p.runId, shard), ShardScoresSchema));
     failed.push(...scores.failed);
@@ -49,12 +51,17 @@ export async function buildRunReport(
         failed.push({ id: s.id, error: 'scored, but not a test image of the dataset' });
         continue;
       }
+      // Shards never overlap when the producer made them; a hand-made run that does is refused, not double-counted.
+      const earlier = shardOf.get(s.id);
+      if (earlier !== undefined) throw new Error(`evaluation run ${p.runId}: image "${s.id}" was scored by shards ${earlier} and ${shard}`);
+      shardOf.set(s.id, shard);
       const map = maps!.data.slice(i * maps!.header.dim, (i + 1) * maps!.header.dim);
       let mask: Uint8Array | null = img.label === 0 ? new Uint8Array(s.frame.width * s.frame.height) : null;
       if (img.maskPath) {
+        // A storage fault fails the job (retried); only a mask that cannot be decoded is reported per image.
+        const maskBytes = await timer.time('download', () => ctx.store.getObject(p.datasetPrefix + img.maskPath));
         try {
-          const m = await decodeMask(await ctx.store.getObject(p.datasetPrefix + img.maskPath), img.maskPath);
-          mask = maskToFrame(m, s.frame);
+          mask = maskToFrame(await decodeMask(maskBytes, img.maskPath), s.frame);
         } catch (err) {
           failed.push({ id: img.maskPath, error: (err as Error).message });
         }

@@ -11,7 +11,7 @@ import type { ScoreShardPayload } from '../queue/jobs.js';
 import { mapsKey, scoresKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { encodeTensorFile, type TensorImageEntry } from '../storage/tensor-file.js';
-import { storeSources } from './dataset-store.js';
+import { checkDatasetKeys, storeSources } from './dataset-store.js';
 import type { ModelCache } from './model-store.js';
 import { WeightsMismatchError } from './shard-features.js';
 
@@ -47,6 +47,7 @@ export interface ScoreShardContext {
 }
 
 export async function scoreShard(p: ScoreShardPayload, ctx: ScoreShardContext): Promise<ScoreShardResult> {
+  checkDatasetKeys(p.datasetPrefix, p.imageKeys);
   const timer = new StageTimer();
   const { manifest, bank } = await timer.time('load_model', () => ctx.models.get(p.model.category, p.model.version));
   if (manifest.backbone.weights.sha256 !== ctx.weightsSha256) {
@@ -62,9 +63,12 @@ export async function scoreShard(p: ScoreShardPayload, ctx: ScoreShardContext): 
   let mapSize = 0;
   let grid: [number, number] = [1, 1];
   let done = 0;
-  for await (const r of extractFeatures(storeSources(ctx.store, p.datasetPrefix, p.imageKeys), {
+  const src = storeSources(ctx.store, p.datasetPrefix, p.imageKeys);
+  for await (const r of extractFeatures(src.sources, {
     backbone: ctx.backbone, recipe, frame: manifest.frame, batchSize: ctx.batchSize, timer,
   })) {
+    // Storage faults fail the attempt (the job is retried); only undecodable images are reported as failed.
+    if (!r.ok) src.throwIfReadFailed(r.id);
     if (r.ok) {
       const { score, map } = scoreImage(bank, manifest, r.features, r.frame, timer);
       if (mapSize === 0) {

@@ -2,7 +2,10 @@
 // orderly exit once its workers have closed (on SIGTERM/SIGINT, or when the caller closes them).
 import type { Redis } from 'ioredis';
 import { createLogger, type Logger } from '../log.js';
-import { createRedisConnection, redisConfigFromEnv, workerSettingsFromEnv, type RedisConfig, type WorkerSettings } from '../queue/config.js';
+import {
+  createRedisConnection, redisConfigFromEnv, workerSettingsFromEnv,
+  type RedisConfig, type WorkerSettings,
+} from '../queue/config.js';
 import type { WorkerHandle } from '../queue/worker-runtime.js';
 import { storageConfigFromEnv } from '../storage/config.js';
 import { ObjectStore } from '../storage/object-store.js';
@@ -30,7 +33,8 @@ export function serviceContext(name: string, env: Record<string, string | undefi
   const settings = serviceSettingsFromEnv(env);
   const store = new ObjectStore(storageConfigFromEnv(env));
   const connection = createRedisConnection(redisConfig, { mode: 'blocking', connectionName: name, logger: log });
-  log.info({ redis: redisConfig, storage: store, worker, settings }, `${name} starting`);
+  // The plain redacted views: pino's redaction cannot serialise the config classes themselves.
+  log.info({ redis: redisConfig.toJSON(), storage: store.config.toJSON(), worker, settings }, `${name} starting`);
   return { log, redisConfig, connection, store, worker, settings };
 }
 

@@ -11,7 +11,7 @@ import type { ExtractFeaturesPayload } from '../queue/jobs.js';
 import { embeddingsKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { encodeTensorFile, type TensorImageEntry } from '../storage/tensor-file.js';
-import { storeSources } from './dataset-store.js';
+import { checkDatasetKeys, storeSources } from './dataset-store.js';
 
 export interface ShardFeaturesResult {
   shardId: string;
@@ -40,6 +40,7 @@ export interface ShardFeaturesContext {
 export class WeightsMismatchError extends Error {}
 
 export async function extractShardFeatures(p: ExtractFeaturesPayload, ctx: ShardFeaturesContext): Promise<ShardFeaturesResult> {
+  checkDatasetKeys(p.datasetPrefix, p.imageKeys);
   if (p.weights.sha256 !== ctx.weightsSha256) {
     throw new WeightsMismatchError(
       `this worker's weights (sha256 ${ctx.weightsSha256.slice(0, 12)}...) are not the run's (${p.weights.sha256.slice(0, 12)}...): ` +
@@ -52,9 +53,12 @@ export async function extractShardFeatures(p: ExtractFeaturesPayload, ctx: Shard
   const images: TensorImageEntry[] = [];
   const failed: { id: string; error: string }[] = [];
   let done = 0;
-  for await (const r of extractFeatures(storeSources(ctx.store, p.datasetPrefix, p.imageKeys), {
+  const src = storeSources(ctx.store, p.datasetPrefix, p.imageKeys);
+  for await (const r of extractFeatures(src.sources, {
     backbone: ctx.backbone, recipe, frame: p.frame, batchSize: p.batchSize, timer,
   })) {
+    // Storage faults fail the attempt (the job is retried); only undecodable images are skipped.
+    if (!r.ok) src.throwIfReadFailed(r.id);
     if (r.ok) {
       images.push({ key: p.datasetPrefix + r.id, offset: features.rows, patches: r.features.gridH * r.features.gridW, frame: r.frame });
       features.add(r.id, r.features);

@@ -1,9 +1,11 @@
-// A private redis-server: its own free port on 127.0.0.1, its own temp dir, no persistence. Used by the tests
-// and by `patchcore demo` when no REDIS_URL is given.
+// A private redis-server: its own free port on 127.0.0.1, its own temp dir, no persistence unless asked for.
+// Used by the tests and by `patchcore demo` when no REDIS_URL is given.
 // Usage:  const redis = await startRedisServer();  ...  after(() => redis.stop());
 // Each call starts a separate server, so a test may kill one (redis.kill()) without disturbing others.
+// Fault tests start it with { appendOnly: true } and call restart(): the same port, directory and AOF, so
+// clients see a Redis that went away and came back with its data.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +19,21 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Kills the server abruptly (SIGKILL), as a crash or network loss would look to clients. */
   kill(): Promise<void>;
+  /**
+   * Stops the server (SIGTERM, or SIGKILL with `crash`), waits `downMs`, and starts it again on the same port
+   * and directory; with appendOnly it comes back with its data. Resolves once it answers PING again.
+   */
+  restart(opts?: { crash?: boolean; downMs?: number }): Promise<void>;
+}
+
+export interface RedisServerOptions {
+  readyTimeoutMs?: number;
+  /** Persist every write to an append-only file in the server's directory (survives restart()). Default false. */
+  appendOnly?: boolean;
+  /** With appendOnly: 'always' fsyncs every write, so even a SIGKILL loses nothing; default 'everysec'. */
+  appendFsync?: 'always' | 'everysec';
+  /** Require this password (written to a config file in the server's directory, not on the command line). */
+  password?: string;
 }
 
 const live = new Set<ChildProcess>();
@@ -39,7 +56,10 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** One PING over a raw socket; true on +PONG. Avoids a client library (and its reconnect noise) here. */
+/**
+ * One PING over a raw socket; true on +PONG (or -NOAUTH: alive, but wants a password). Avoids a client library
+ * (and its reconnect noise) here.
+ */
 function ping(port: number, timeoutMs = 200): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = connect({ host: '127.0.0.1', port });
@@ -53,7 +73,7 @@ function ping(port: number, timeoutMs = 200): Promise<boolean> {
     sock.once('error', () => done(false));
     sock.on('data', (d) => {
       reply += d.toString('latin1');
-      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG') || reply.startsWith('-NOAUTH'));
     });
     sock.once('connect', () => sock.write('PING\r\n'));
   });
@@ -70,8 +90,21 @@ function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
   });
 }
 
-async function startOnce(bin: string, port: number, dir: string, readyTimeoutMs: number): Promise<ChildProcess> {
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+function serverArgs(port: number, dir: string, opts: RedisServerOptions): string[] {
+  const args: string[] = [];
+  if (opts.password !== undefined) {
+    const conf = join(dir, 'redis.conf');
+    // Quoted for redis' config parser; the file is private to this server's temp directory.
+    writeFileSync(conf, `requirepass "${opts.password.replace(/["\\]/g, (c) => `\\${c}`)}"\n`, { mode: 0o600 });
+    args.push(conf);
+  }
+  args.push('--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir);
+  if (opts.appendOnly) args.push('--appendonly', 'yes', '--appendfsync', opts.appendFsync ?? 'everysec');
+  else args.push('--appendonly', 'no');
+  return args;
+}
+
+async function startOnce(bin: string, args: string[], port: number, readyTimeoutMs: number): Promise<ChildProcess> {
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const keep = (d: Buffer) => {
@@ -99,7 +132,7 @@ async function startOnce(bin: string, port: number, dir: string, readyTimeoutMs:
 }
 
 /** Starts a private redis-server and resolves once it answers PING. */
-export async function startRedisServer(opts: { readyTimeoutMs?: number } = {}): Promise<RedisServer> {
+export async function startRedisServer(opts: RedisServerOptions = {}): Promise<RedisServer> {
   const bin = redisServerBin();
   const dir = mkdtempSync(join(tmpdir(), 'patchcore-redis-'));
   let child: ChildProcess | undefined;
@@ -109,7 +142,7 @@ export async function startRedisServer(opts: { readyTimeoutMs?: number } = {}): 
   for (let tryNo = 0; tryNo < 3 && !child; tryNo++) {
     port = await freePort();
     try {
-      child = await startOnce(bin, port, dir, opts.readyTimeoutMs ?? 5000);
+      child = await startOnce(bin, serverArgs(port, dir, opts), port, opts.readyTimeoutMs ?? 5000);
     } catch (err) {
       lastError = err;
       if ((err as Error).message.startsWith('cannot start')) break;
@@ -119,7 +152,7 @@ export async function startRedisServer(opts: { readyTimeoutMs?: number } = {}): 
     rmSync(dir, { recursive: true, force: true });
     throw lastError;
   }
-  const proc = child;
+  let proc = child;
   live.add(proc);
   if (!exitHookInstalled) {
     exitHookInstalled = true;
@@ -148,6 +181,12 @@ export async function startRedisServer(opts: { readyTimeoutMs?: number } = {}): 
     },
     async kill() {
       await halt('SIGKILL');
+    },
+    async restart(restartOpts = {}) {
+      await halt(restartOpts.crash ? 'SIGKILL' : 'SIGTERM');
+      if (restartOpts.downMs) await new Promise((r) => setTimeout(r, restartOpts.downMs));
+      proc = await startOnce(bin, serverArgs(port, dir, opts), port, opts.readyTimeoutMs ?? 5000);
+      live.add(proc);
     },
   };
 }

@@ -15,11 +15,22 @@ const require = createRequire(import.meta.url);
 
 export interface S3Server {
   endpoint: string;
+  port: number;
   bucket: string;
-  /** S3_* variables for storageConfigFromEnv / ObjectStore.fromEnv (s3rver's dummy credentials). */
+  /** S3_* variables for storageConfigFromEnv / ObjectStore.fromEnv (s3rver's dummy credentials, or yours). */
   env: Record<string, string>;
   directory: string;
+  /** Stops the server and removes its directory. Safe to call twice. */
   stop(): Promise<void>;
+  /** Stops the server, dropping open connections, but keeps its directory (an outage); see restart(). */
+  kill(): Promise<void>;
+  /** Starts it again (after kill(), or stops it first) on the same port and directory: every object is back. */
+  restart(): Promise<void>;
+}
+
+export interface S3ServerOptions {
+  /** Accept this key pair besides s3rver's S3RVER/S3RVER, and put it in `env`. */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
 }
 
 interface S3rverInstance {
@@ -56,29 +67,49 @@ function ensureDesForS3rver(): void {
 }
 
 /** Starts s3rver; the bucket is not created (ObjectStore.ensureBucket() does that). */
-export async function startS3rver(bucket = 'patchcore-test'): Promise<S3Server> {
+export async function startS3rver(bucket = 'patchcore-test', opts: S3ServerOptions = {}): Promise<S3Server> {
   ensureDesForS3rver();
   const S3rver = require('s3rver') as S3rverClass;
+  if (opts.credentials) {
+    // s3rver accepts only access key ids of its one built-in account (SigV4 signatures themselves are not
+    // verified, so a wrong secret goes unnoticed; a wrong key id is refused); register this pair there.
+    const account = require('s3rver/lib/models/account.js') as { DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void } };
+    account.DUMMY_ACCOUNT.createKeyPair(opts.credentials.accessKeyId, opts.credentials.secretAccessKey);
+  }
   const directory = await mkdtemp(join(tmpdir(), 'patchcore-s3rver-'));
-  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
+  let server: S3rverInstance | null = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
   const { port } = await server.run();
   const endpoint = `http://127.0.0.1:${port}`;
+  const halt = async () => {
+    if (!server) return;
+    const s = server;
+    server = null;
+    const closing = s.close();
+    s.httpServer?.closeAllConnections(); // keep-alive sockets of clients not yet destroyed
+    await closing;
+  };
   return {
     endpoint,
+    port,
     bucket,
     directory,
     env: {
       S3_ENDPOINT: endpoint,
       S3_BUCKET: bucket,
       S3_REGION: 'us-east-1',
-      S3_ACCESS_KEY_ID: 'S3RVER',
-      S3_SECRET_ACCESS_KEY: 'S3RVER',
+      S3_ACCESS_KEY_ID: opts.credentials?.accessKeyId ?? 'S3RVER',
+      S3_SECRET_ACCESS_KEY: opts.credentials?.secretAccessKey ?? 'S3RVER',
     },
     async stop() {
-      const closing = server.close();
-      server.httpServer?.closeAllConnections(); // keep-alive sockets of clients not yet destroyed
-      await closing;
+      await halt();
       await rm(directory, { recursive: true, force: true });
+    },
+    kill: halt,
+    async restart() {
+      await halt();
+      const s = new S3rver({ address: '127.0.0.1', port, silent: true, directory });
+      await s.run();
+      server = s;
     },
   };
 }

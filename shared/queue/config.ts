@@ -198,6 +198,23 @@ export function workerSettingsFromEnv(env: Record<string, string | undefined> = 
 }
 
 /**
+ * BullMQ's stalled-job check interval for a lock duration. A job whose worker died is moved back to wait by the
+ * first check after its lock expired and after it was seen unlocked once, i.e. within lockDuration + 2 x this.
+ * BullMQ's default interval (30 s) ignores lockDuration, so a short LOCK_DURATION_MS alone would not make
+ * recovery fast; half the lock, kept between 1 s and 30 s, does (the check is one cheap script per worker).
+ */
+export function stalledIntervalMs(lockDurationMs: number): number {
+  return Math.min(30_000, Math.max(1_000, Math.round(lockDurationMs / 2)));
+}
+
+/**
+ * How often a job may be recovered from a dead worker before it fails ("job stalled more than allowable limit").
+ * BullMQ's default of 1 fails a job on the second preemption; 3 survives a bad night of dying workers and
+ * still stops a job that crashes every worker it lands on.
+ */
+export const MAX_STALLED_COUNT = 3;
+
+/**
  * Delay before reconnect attempt `times` (1, 2, ...): 100 ms doubling to a 5 s cap, spread by +-25% so that
  * many workers do not all reconnect in the same instant after a Redis restart.
  */

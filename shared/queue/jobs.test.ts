@@ -28,6 +28,7 @@ test('queue names and kinds map both ways', () => {
     'build-index': 'patchcore-index',
     'score-shard': 'patchcore-score',
     report: 'patchcore-report',
+    retrain: 'patchcore-schedule',
   });
   for (const kind of JOB_KINDS) assert.equal(KIND_OF_QUEUE[QUEUE_OF_KIND[kind]], kind);
 });

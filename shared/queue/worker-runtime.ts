@@ -19,7 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { Queue, UnrecoverableError, WaitingError, Worker, type Job, type WorkerOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
-import { DEFAULT_QUEUE_PREFIX } from './config.js';
+import { DEFAULT_QUEUE_PREFIX, MAX_STALLED_COUNT, stalledIntervalMs } from './config.js';
 import { KIND_OF_QUEUE, validatePayload, type JobPayloads, type KindOfQueue, type QueueName } from './jobs.js';
 import { PROMETHEUS_CONTENT_TYPE, renderMetrics, workerMetricFamilies, type QueueJobCounts, type WorkerExposition } from './prometheus.js';
 
@@ -259,6 +259,10 @@ export async function startWorker<Q extends QueueName, R = unknown>(opts: StartW
     prefix: opts.prefix ?? DEFAULT_QUEUE_PREFIX,
     concurrency,
     lockDuration: opts.lockDuration ?? 60_000,
+    // BullMQ checks for stalled jobs every 30 s whatever the lock; follow the lock so a dead worker's job is
+    // taken over soon after its lock expires, and let a job survive a few worker deaths before failing it.
+    stalledInterval: stalledIntervalMs(opts.lockDuration ?? 60_000),
+    maxStalledCount: MAX_STALLED_COUNT,
     ...opts.workerOptions,
   });
   let lastError = '';
