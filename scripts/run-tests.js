@@ -5,7 +5,7 @@ import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
-const roots = ['shared', 'services', 'cli', 'test'];
+const roots = ['shared', 'services', 'cli', 'test', 'scripts'];
 const files = [];
 const walk = (dir) => {
   for (const name of readdirSync(dir)) {

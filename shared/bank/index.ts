@@ -1,9 +1,11 @@
 export {
   BANK_FILES,
   DEFAULT_HNSW,
+  EXACT_SEARCH_MAX_ROWS,
   MemoryBank,
   type BankMeta,
   type HnswParams,
   type NeighbourResult,
 } from './memory-bank.js';
 export { exactKnn, squaredNorms } from './exact-search.js';
+export { SketchSearch } from './sketch-search.js';

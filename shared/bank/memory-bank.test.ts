@@ -80,12 +80,12 @@ test('HNSW agrees with exact search on real bottle features (recall@1 reported)'
   assert.equal(bank.count, 784);
   bank.buildHnsw();
   assert.equal(bank.hasHnsw, true);
-  assert.deepEqual(bank.hnswParams, { M: 16, efConstruction: 200, efSearch: 128, seed: 100 });
+  assert.deepEqual(bank.hnswParams, { M: 16, efConstruction: 200, efSearch: 32, seed: 100 });
   const recall = bank.recallAt1(queries);
   t.diagnostic(`recall@1 on real features (784-row bank, 784 queries): ${recall}`);
   assert.ok(recall >= 0.99, `recall ${recall}`);
   // HNSW distances are Euclidean, not squared.
-  const h = bank.nearest(queries.subarray(0, 50 * dim), 1);
+  const h = bank.hnswNearest(queries.subarray(0, 50 * dim), 1);
   const e = bank.exactNearest(queries.subarray(0, 50 * dim), 1);
   for (let i = 0; i < 50; i++) {
     if (h.indices[i] === e.indices[i]) assert.ok(Math.abs(h.distances[i] - e.distances[i]) <= 1e-5 * e.distances[i]);
@@ -96,7 +96,7 @@ test('HNSW on random data: recall reported, and a tiny ef lowers it', (t) => {
   const dim = 64;
   const bank = new MemoryBank(dim, 3000, gaussianRows(3000, dim, 4));
   const queries = gaussianRows(300, dim, 5);
-  bank.buildHnsw();
+  bank.buildHnsw({ efSearch: 128 });
   const recall = bank.recallAt1(queries);
   bank.setEfSearch(1);
   const low = bank.recallAt1(queries);
@@ -108,7 +108,7 @@ test('HNSW on random data: recall reported, and a tiny ef lowers it', (t) => {
   assert.throws(() => bank.recallAt1(queries, 0), /sample must be a positive integer, got 0/);
   assert.throws(() => bank.recallAt1(new Float32Array(0)), /queries is empty/);
   // k > ef still returns k neighbours, nearest first.
-  const r = bank.nearest(queries.subarray(0, dim), 5);
+  const r = bank.hnswNearest(queries.subarray(0, dim), 5);
   assert.equal(r.indices.length, 5);
   for (let i = 1; i < 5; i++) assert.ok(r.distances[i] >= r.distances[i - 1]);
 });
@@ -124,12 +124,24 @@ test('recallAt1 counts a different row at the same distance as a hit (duplicate 
   }
   const bank = new MemoryBank(dim, 2 * n, rows);
   bank.buildHnsw();
-  const h = bank.nearest(rows, 1);
+  const h = bank.hnswNearest(rows, 1);
   const e = bank.exactNearest(rows, 1);
   let otherTwin = 0;
   for (let i = 0; i < 2 * n; i++) if (h.indices[i] !== e.indices[i]) otherTwin++;
   assert.ok(otherTwin > 0, 'HNSW should sometimes return the other twin');
   assert.equal(bank.recallAt1(rows, 2 * n), 1);
+});
+
+test('nearest() searches exactly below EXACT_SEARCH_MAX_ROWS even with an index; hnswNearest() always uses HNSW', () => {
+  const dim = 64;
+  const bank = new MemoryBank(dim, 3000, gaussianRows(3000, dim, 4));
+  const queries = gaussianRows(200, dim, 5);
+  bank.buildHnsw({ efSearch: 2 });
+  assert.equal(bank.searchesExactly, true);
+  assert.deepEqual(bank.nearest(queries, 1), bank.exactNearest(queries, 1));
+  // ef 2 on i.i.d. data misses many true neighbours, so the two paths really differ.
+  assert.notDeepEqual(bank.hnswNearest(queries, 1).indices, bank.nearest(queries, 1).indices);
+  assert.throws(() => new MemoryBank(dim, 3, new Float32Array(3 * dim)).hnswNearest(queries), /no HNSW index built/);
 });
 
 test('nearest without an index falls back to exact search', () => {

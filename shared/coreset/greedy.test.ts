@@ -86,6 +86,23 @@ test('selection equals the plain O(N*k*d) loop, on raw and on projected features
   assert.notDeepEqual(Array.from(projected), Array.from(raw));
 });
 
+test('SIMD kernels (with sketches) and JS loops both select exactly what the plain loop selects', () => {
+  // d = 64 and 128 use two 16-float sketch stages, 40 one stage, 24 none; 300 -> 64 projects first.
+  const n = 1200;
+  const target = 150;
+  for (const [dim, projectionDim] of [[64, 128], [128, 128], [40, 128], [300, 64]] as const) {
+    const f = blobs(n, dim, 6, dim, 1);
+    const rng = new SeededRandom(4);
+    const pts = dim > projectionDim ? randomProjection(f, n, dim, projectionDim, rng) : f;
+    const d = Math.min(dim, projectionDim);
+    const want = plainGreedy(pts, n, d, target, rng.sampleWithoutReplacement(n, 10));
+    for (const simd of [true, false]) {
+      const got = greedyCoreset(f, n, dim, { target, seed: 4, projectionDim, simd });
+      assert.deepEqual(Array.from(got), want, `dim ${dim} -> ${d}, simd ${simd}`);
+    }
+  }
+});
+
 test('the projection is skipped when dim <= projectionDim', () => {
   const n = 300;
   const f = blobs(n, 16, 3, 9, 2);

@@ -3,14 +3,17 @@
 // start points, then each step picks the point farthest from everything chosen so far.
 //
 // The selection equals the plain O(N*k*d) loop ("distances = min(distances, dist(x, picked))"),
-// but points are kept in lists by the centre that last lowered their distance, and a whole list
-// is skipped when the triangle inequality proves the new centre cannot lower any of its members
-// (dist(centre, picked) > 2 * list radius). That centre-to-picked distance is first bounded from
-// below through the distances of both to the first few centres (pivots), which settles almost
-// every list without touching its vectors. When too many points still need a look (early steps,
-// structureless data) one sequential pass is used instead. Memory: the projection, O(N) and
-// O(k * pivots); never N x N.
+// but points are kept in lists by the centre that last lowered their distance, and work is skipped
+// only where the triangle inequality proves the new centre cannot lower a distance:
+// - a whole list, when dist(centre, picked) > 2 * list radius (float32 bounds with margins, from a
+//   sketch of leading principal coordinates first, then the full rows);
+// - a member x, when dist(centre, picked) > 2 * dist(x, centre), which is x's current distance;
+// - a candidate, when its sketch distance to the picked point already exceeds its current distance.
+// What remains is computed exactly (float64 sums in the scalar code's order) by WebAssembly SIMD
+// kernels, or by portable JS loops with identical results (greedy-kernels.ts).
+// Memory: the projection, its sketch, O(N) and the centres (k x projectionDim floats); never N x N.
 
+import { createJsKernels, createSimdKernels, FILTER_MARGIN, type GreedyKernels } from './greedy-kernels.js';
 import { SeededRandom } from './random.js';
 
 export interface GreedyCoresetOptions {
@@ -26,6 +29,8 @@ export interface GreedyCoresetOptions {
   startPoints?: number;
   /** Called about every 1% of the selection, and once at the end. */
   onProgress?: (done: number, total: number) => void;
+  /** Use the WebAssembly SIMD kernels where the runtime has them (default true); the JS loops select the same points. */
+  simd?: boolean;
 }
 
 /** Number of points a coreset of `count` features keeps: `target`, else max(1, round(ratio * count)). */
@@ -42,6 +47,18 @@ export function coresetTarget(count: number, opts: { ratio?: number; target?: nu
   return Math.min(count, Math.max(1, Math.round(r * count)));
 }
 
+/** The projection matrix, output-major (projectionDim x dim), entries N(0, 1) / sqrt(projectionDim). */
+export function drawProjection(dim: number, projectionDim: number, rng: SeededRandom): Float32Array {
+  const pd = projectionDim;
+  const scale = 1 / Math.sqrt(pd);
+  // Drawn input-major (w[j][o]) but stored output-major, so each output is a contiguous dot product.
+  const wT = new Float32Array(dim * pd);
+  for (let j = 0; j < dim; j++) {
+    for (let o = 0; o < pd; o++) wT[o * dim + j] = rng.gaussian() * scale;
+  }
+  return wT;
+}
+
 /**
  * Projects row-major `features` (count x dim) with a seeded Gaussian matrix, entries
  * N(0, 1) / sqrt(projectionDim), to count x projectionDim.
@@ -53,13 +70,11 @@ export function randomProjection(
   projectionDim: number,
   rng: SeededRandom,
 ): Float32Array {
-  const pd = projectionDim;
-  const scale = 1 / Math.sqrt(pd);
-  // Drawn input-major (w[j][o]) but stored output-major, so each output is a contiguous dot product.
-  const wT = new Float32Array(dim * pd);
-  for (let j = 0; j < dim; j++) {
-    for (let o = 0; o < pd; o++) wT[o * dim + j] = rng.gaussian() * scale;
-  }
+  return projectRows(features, count, dim, drawProjection(dim, projectionDim, rng), projectionDim);
+}
+
+/** features (count x dim) times wT (pd x dim, output-major), each output summed in float64 in input order. */
+function projectRows(features: Float32Array, count: number, dim: number, wT: Float32Array, pd: number): Float32Array {
   const out = new Float32Array(count * pd);
   // 4 points x 4 outputs per pass keep 16 sums in registers: 8 loads feed 16 multiply-adds.
   let i = 0;
@@ -112,31 +127,34 @@ function dot(a: Float32Array, aOff: number, b: Float32Array, bOff: number, n: nu
   return s;
 }
 
-const PIVOTS = 16;
-/** Above this share of points to revisit, one sequential pass beats following the lists. */
-const SCAN_FRACTION = 0.25;
 
-function dist2(m: Float32Array, a: number, b: number, d: number): number {
-  let s0 = 0;
-  let s1 = 0;
-  let s2 = 0;
-  let s3 = 0;
-  let j = 0;
-  for (; j + 4 <= d; j += 4) {
-    const e0 = m[a + j] - m[b + j];
-    const e1 = m[a + j + 1] - m[b + j + 1];
-    const e2 = m[a + j + 2] - m[b + j + 2];
-    const e3 = m[a + j + 3] - m[b + j + 3];
-    s0 += e0 * e0;
-    s1 += e1 * e1;
-    s2 += e2 * e2;
-    s3 += e3 * e3;
+/** Largest magnitude the float32 centre filter accepts: its squares stay far from overflow. */
+const FILTER_SAFE_ABS = 1e18;
+
+function allWithin(values: Float32Array, bound: number): boolean {
+  for (let i = 0; i < values.length; i++) if (!(Math.abs(values[i]) <= bound)) return false;
+  return true;
+}
+
+/** The points to select from (projected when dim > projectionDim) inside SIMD kernels when possible, else JS ones. */
+function prepareKernels(
+  features: Float32Array, count: number, dim: number, projectionDim: number, target: number, rng: SeededRandom, simd: boolean,
+): { kernels: GreedyKernels; d: number } {
+  const project = dim > projectionDim;
+  const d = project ? projectionDim : dim;
+  const wT = project ? drawProjection(dim, projectionDim, rng) : null;
+  const fast = simd ? createSimdKernels(count, d, target, project ? dim : 0) : null;
+  if (fast) {
+    if (wT) fast.projectInto(features, dim, wT);
+    else fast.points.set(features);
+    if (allWithin(fast.points, FILTER_SAFE_ABS)) {
+      fast.buildSketches();
+      return { kernels: fast, d };
+    }
+    return { kernels: createJsKernels(fast.points, count, d, target), d };
   }
-  for (; j < d; j++) {
-    const e = m[a + j] - m[b + j];
-    s0 += e * e;
-  }
-  return s0 + s1 + (s2 + s3);
+  const points = wT ? projectRows(features, count, dim, wT, projectionDim) : features;
+  return { kernels: createJsKernels(points, count, d, target), d };
 }
 
 /**
@@ -164,32 +182,38 @@ export function greedyCoreset(
     throw new Error(`greedyCoreset: startPoints must be a positive integer, got ${startPoints}`);
   }
   const rng = new SeededRandom(opts.seed ?? 0);
-  let points = features;
-  let d = dim;
-  if (dim > projectionDim) {
-    points = randomProjection(features, count, dim, projectionDim, rng);
-    d = projectionDim;
-  }
+  // The projection draws from the stream before the start points do.
+  const { kernels, d } = prepareKernels(features, count, dim, projectionDim, target, rng, opts.simd ?? true);
   const starts = rng.sampleWithoutReplacement(count, Math.min(startPoints, count));
-  return kCenterGreedy(points, count, d, target, starts, opts.onProgress);
+  return kCenterGreedy(kernels, count, d, target, starts, opts.onProgress);
 }
 
+/** Above this share of points in lists to revisit, one sequential pass beats following the lists. */
+const SCAN_FRACTION = 0.25;
+/** Relative margin of the member test: rounding of the exact distances is far below it. */
+const MEMBER_MARGIN = 1e-9;
+
 function kCenterGreedy(
-  points: Float32Array,
+  kernels: GreedyKernels,
   n: number,
   d: number,
   target: number,
   starts: Uint32Array,
   onProgress?: (done: number, total: number) => void,
 ): Uint32Array {
+  const { candidates, candidateD2, near, nearD2 } = kernels;
   // Squared distance of each point to the chosen set (sqrt is monotonic, so argmax and min agree
   // with the Euclidean version); -1 marks chosen points so they are never picked twice.
   const val = new Float64Array(n);
+  for (let i = 0; i < n; i++) candidates[i] = i;
+  for (let k = 0; k < starts.length; k++) {
+    kernels.exactDistances(n, starts[k]);
+    for (let i = 0; i < n; i++) val[i] += Math.sqrt(candidateD2[i]);
+  }
   for (let i = 0; i < n; i++) {
-    let s = 0;
-    for (let k = 0; k < starts.length; k++) s += Math.sqrt(dist2(points, i * d, starts[k] * d, d));
-    const mean = s / starts.length;
+    const mean = val[i] / starts.length;
     val[i] = mean * mean;
+    kernels.setPointBound(i, val[i]);
   }
 
   // List c < target holds the points whose distance centre c set last; list `target` holds points
@@ -202,7 +226,14 @@ function kCenterGreedy(
   const next = new Int32Array(n);
   const owner = new Int32Array(n).fill(unassigned);
   const selected = new Uint32Array(target);
+  // Lists to visit this step, with a lower bound of dist(centre, picked)^2 for the member test.
   const toVisit = new Int32Array(target + 1);
+  const visitBound = new Float64Array(target + 1);
+  const candidateEnd = new Int32Array(target + 1);
+  const skipBelow = new Float64Array(target + 1);
+
+  // A centre is skipped when it is proved farther than twice its list's radius from the picked point.
+  const setThreshold = (list: number): void => kernels.setCentreRadius(list, head[list] === -1 ? -1 : listMax[list]);
   // Rebuilt lists run in index order, which keeps their traversal close to sequential.
   const rebuildLists = (lists: number): void => {
     head.fill(-1, 0, lists);
@@ -225,12 +256,9 @@ function kCenterGreedy(
         listArg[list] = x;
       }
     }
+    for (let c = 0; c < lists; c++) setThreshold(c);
   };
   rebuildLists(0);
-
-  // The first `pivots` centres serve as pivots: pivotDist[c * pivots + m] = dist(centre c, centre m).
-  const pivots = Math.min(PIVOTS, target);
-  const pivotDist = new Float64Array(target * pivots);
 
   const progressStep = Math.max(1, Math.floor(target / 100));
   for (let t = 0; t < target; t++) {
@@ -250,63 +278,54 @@ function kCenterGreedy(
     if (p < 0) throw new Error('greedyCoreset: internal error, no point left to select');
     selected[t] = p;
     val[p] = -1;
-    const pOff = p * d;
+    kernels.addCentre(t, p);
     const ownerOfPicked = owner[p];
-    const known = Math.min(t, pivots);
-    const pRow = t * pivots;
-    for (let m = 0; m < known; m++) pivotDist[pRow + m] = Math.sqrt(dist2(points, selected[m] * d, pOff, d));
-    if (t < pivots) {
-      for (let c = 0; c < t; c++) pivotDist[c * pivots + t] = pivotDist[pRow + c];
-    }
 
-    // Lists the new centre might improve: all but those proved far, i.e. dist(centre, picked) >
-    // 2 * radius. The margins keep the proof valid despite rounding, so the selection is exactly
-    // the plain loop's.
+    // Lists the new centre might improve: the picked point's own list (its distance to that centre
+    // is bestV), the unassigned points, and every centre the filter cannot prove far.
     let visits = 0;
     let visitMembers = 0;
-    for (let c = 0; c <= t; c++) {
-      const list = c === t ? unassigned : c;
-      if (head[list] === -1) continue;
-      if (list !== unassigned && list !== ownerOfPicked) {
-        const r2 = listMax[list];
-        const bound = 2 * Math.sqrt(r2) * (1 + 1e-9);
-        const cRow = list * pivots;
-        let provedFar = false;
-        for (let m = 0; m < known; m++) {
-          const a = pivotDist[cRow + m];
-          const b = pivotDist[pRow + m];
-          if ((a > b ? a - b : b - a) - 1e-12 * (a + b) > bound) {
-            provedFar = true;
-            break;
-          }
-        }
-        if (provedFar) continue;
-        if (dist2(points, selected[list] * d, pOff, d) > 4 * r2 * (1 + 1e-9)) continue;
-      }
-      toVisit[visits++] = list;
+    const visit = (list: number, bound: number): void => {
+      toVisit[visits] = list;
+      visitBound[visits++] = bound;
       visitMembers += size[list];
+    };
+    if (ownerOfPicked !== unassigned) visit(ownerOfPicked, bestV);
+    if (head[unassigned] !== -1) visit(unassigned, -Infinity);
+    if (t > 0) {
+      const found = kernels.nearCentres(t, p, ownerOfPicked);
+      for (let i = 0; i < found; i++) visit(near[i], nearD2[i] * (1 - FILTER_MARGIN));
     }
 
+    // Members x with 4 * val[x] < dist(centre, picked)^2 keep their distance; the rest are
+    // candidates, screened in one batch (a candidate the sketch proves no closer gets +Infinity).
     if (visitMembers > n * SCAN_FRACTION) {
-      // Pruning failed (e.g. early on, or unstructured data): a sequential pass is cheaper than
-      // chasing list links through memory.
+      // Most lists are involved (early steps): a sequential pass beats chasing list links.
+      skipBelow.fill(Infinity, 0, t);
+      skipBelow[unassigned] = Infinity;
+      for (let k = 0; k < visits; k++) skipBelow[toVisit[k]] = visitBound[k] / (4 * (1 + MEMBER_MARGIN));
+      let m = 0;
       for (let x = 0; x < n; x++) {
         const vx = val[x];
-        if (vx < 0) continue;
-        const dx = dist2(points, x * d, pOff, d);
-        if (dx < vx) {
+        if (vx >= 0 && !(vx < skipBelow[owner[x]])) candidates[m++] = x;
+      }
+      kernels.screenedDistances(m, p);
+      for (let i = 0; i < m; i++) {
+        const x = candidates[i];
+        const dx = candidateD2[i];
+        if (dx < val[x]) {
           val[x] = dx;
           owner[x] = t;
+          kernels.setPointBound(x, dx);
         }
       }
       rebuildLists(t + 1);
     } else {
-      let newHead = -1;
-      let newSize = 0;
-      let newMax = -1;
-      let newArg = -1;
+      // Pass 1: members proved unaffected are relinked into their list at once, the others queued.
+      let m = 0;
       for (let k = 0; k < visits; k++) {
         const list = toVisit[k];
+        const below = visitBound[k] / (4 * (1 + MEMBER_MARGIN));
         let keepHead = -1;
         let keepSize = 0;
         let keepMax = -1;
@@ -316,18 +335,7 @@ function kCenterGreedy(
           const nx = next[x];
           const vx = val[x];
           if (vx >= 0) {
-            const dx = dist2(points, x * d, pOff, d);
-            if (dx < vx) {
-              val[x] = dx;
-              owner[x] = t;
-              next[x] = newHead;
-              newHead = x;
-              newSize++;
-              if (dx > newMax || (dx === newMax && x < newArg)) {
-                newMax = dx;
-                newArg = x;
-              }
-            } else {
+            if (vx < below) {
               next[x] = keepHead;
               keepHead = x;
               keepSize++;
@@ -335,6 +343,8 @@ function kCenterGreedy(
                 keepMax = vx;
                 keepArg = x;
               }
+            } else {
+              candidates[m++] = x;
             }
           }
           x = nx;
@@ -343,11 +353,57 @@ function kCenterGreedy(
         size[list] = keepSize;
         listMax[list] = keepMax;
         listArg[list] = keepArg;
+        candidateEnd[k] = m;
+      }
+      kernels.screenedDistances(m, p);
+      // Pass 2: each candidate moves to the new centre's list or stays in its own.
+      let newHead = -1;
+      let newSize = 0;
+      let newMax = -1;
+      let newArg = -1;
+      let i = 0;
+      for (let k = 0; k < visits; k++) {
+        const list = toVisit[k];
+        let keepHead = head[list];
+        let keepSize = size[list];
+        let keepMax = listMax[list];
+        let keepArg = listArg[list];
+        for (; i < candidateEnd[k]; i++) {
+          const x = candidates[i];
+          const vx = val[x];
+          const dx = candidateD2[i];
+          if (dx < vx) {
+            val[x] = dx;
+            owner[x] = t;
+            kernels.setPointBound(x, dx);
+            next[x] = newHead;
+            newHead = x;
+            newSize++;
+            if (dx > newMax || (dx === newMax && x < newArg)) {
+              newMax = dx;
+              newArg = x;
+            }
+          } else {
+            next[x] = keepHead;
+            keepHead = x;
+            keepSize++;
+            if (vx > keepMax || (vx === keepMax && x < keepArg)) {
+              keepMax = vx;
+              keepArg = x;
+            }
+          }
+        }
+        head[list] = keepHead;
+        size[list] = keepSize;
+        listMax[list] = keepMax;
+        listArg[list] = keepArg;
+        if (list !== unassigned) setThreshold(list);
       }
       head[t] = newHead;
       size[t] = newSize;
       listMax[t] = newMax;
       listArg[t] = newArg;
+      setThreshold(t);
     }
 
     if (onProgress && ((t + 1) % progressStep === 0 || t + 1 === target)) onProgress(t + 1, target);

@@ -107,20 +107,25 @@ export function toModelInput(
   checkImage('image', img.width, img.height, img.data.length, 3);
   const frame = planFrame(img.width, img.height, spec);
   const roundTo8Bit = opts.sourceIs8Bit ?? img.eightBit ?? false;
-  const resized =
-    frame.resizedWidth === img.width && frame.resizedHeight === img.height
-      ? img.data
-      : resizeBilinear(img.data, img.width, img.height, 3, frame.resizedWidth, frame.resizedHeight, { roundTo8Bit });
+  // Only the crop window is resampled: the same values as resizing everything and cropping after.
+  const resizes = frame.resizedWidth !== img.width || frame.resizedHeight !== img.height;
+  const window = { left: frame.cropLeft, top: frame.cropTop, width: frame.width, height: frame.height };
+  const source = resizes
+    ? resizeBilinear(img.data, img.width, img.height, 3, frame.resizedWidth, frame.resizedHeight, { roundTo8Bit, window })
+    : img.data;
+  const stride = resizes ? frame.width : frame.resizedWidth;
+  const left = resizes ? 0 : frame.cropLeft;
+  const top = resizes ? 0 : frame.cropTop;
   const input = new Float32Array(frame.width * frame.height * 3);
   // Float32 means so the subtraction rounds like the reference's float32 arithmetic.
   const [mb, mg, mr] = CAFFE_BGR_MEANS.map(Math.fround);
   for (let y = 0; y < frame.height; y++) {
-    let s = ((frame.cropTop + y) * frame.resizedWidth + frame.cropLeft) * 3;
+    let s = ((top + y) * stride + left) * 3;
     let o = y * frame.width * 3;
     for (let x = 0; x < frame.width; x++, s += 3) {
-      input[o++] = resized[s + 2] - mb;
-      input[o++] = resized[s + 1] - mg;
-      input[o++] = resized[s] - mr;
+      input[o++] = source[s + 2] - mb;
+      input[o++] = source[s + 1] - mg;
+      input[o++] = source[s] - mr;
     }
   }
   return { input, frame };

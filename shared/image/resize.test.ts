@@ -97,3 +97,37 @@ test('same size is an unchanged copy; bad arguments are named', () => {
   assert.throws(() => resizeBilinear(src, 2, 2, 1, 0, 2), /output width must be a positive integer, got 0/);
   assert.throws(() => resizeBilinear(src, 3, 2, 1, 2, 2), /source has 4 values, expected 3x2x1 = 6/);
 });
+
+test('a window equals the same window cut from the full resize, bit for bit (both paths, both axes)', () => {
+  const w = 37;
+  const h = 23;
+  const src = Float32Array.from({ length: w * h * 3 }, (_, i) => (i * 7919) % 256);
+  for (const [ow, oh] of [[16, 11], [60, 40], [37, 9], [10, 23]] as const) {
+    for (const roundTo8Bit of [false, true]) {
+      const full = resizeBilinear(src, w, h, 3, ow, oh, { roundTo8Bit });
+      for (const win of [{ left: 0, top: 0, width: ow, height: oh }, { left: 3, top: 2, width: ow - 5, height: oh - 4 }, { left: ow - 1, top: oh - 1, width: 1, height: 1 }]) {
+        const part = resizeBilinear(src, w, h, 3, ow, oh, { roundTo8Bit, window: win });
+        const want = new Float32Array(win.width * win.height * 3);
+        for (let y = 0; y < win.height; y++) {
+          want.set(full.subarray(((win.top + y) * ow + win.left) * 3, ((win.top + y) * ow + win.left + win.width) * 3), y * win.width * 3);
+        }
+        assert.deepEqual(part, want, `${w}x${h} -> ${ow}x${oh} ${roundTo8Bit} window ${JSON.stringify(win)}`);
+      }
+    }
+  }
+  assert.throws(() => resizeBilinear(src, w, h, 3, 10, 10, { window: { left: 5, top: 0, width: 6, height: 2 } }), /window 6x2 at \(5, 0\) is not inside the 10x10 output/);
+});
+
+test('the RGB fast path equals resizing each channel on its own', () => {
+  const w = 29;
+  const h = 17;
+  const rgb = Float32Array.from({ length: w * h * 3 }, (_, i) => (i * 104729) % 256);
+  const channel = (c: number) => Float32Array.from({ length: w * h }, (_, i) => rgb[i * 3 + c]);
+  for (const roundTo8Bit of [false, true]) {
+    const out = resizeBilinear(rgb, w, h, 3, 11, 8, { roundTo8Bit });
+    for (let c = 0; c < 3; c++) {
+      const single = resizeBilinear(channel(c), w, h, 1, 11, 8, { roundTo8Bit });
+      assert.deepEqual(Float32Array.from({ length: 11 * 8 }, (_, i) => out[i * 3 + c]), single, `channel ${c}, 8-bit ${roundTo8Bit}`);
+    }
+  }
+});

@@ -8,6 +8,11 @@
 export interface ResizeOptions {
   /** Reproduce PIL's 8-bit path: fixed-point weights, uint8 rounding and clamping after each pass. */
   roundTo8Bit?: boolean;
+  /**
+   * Compute only this window of the outW x outH result (e.g. the centre crop that follows): the
+   * values equal the full resize cropped, at a fraction of the work.
+   */
+  window?: { left: number; top: number; width: number; height: number };
 }
 
 const PRECISION_BITS = 32 - 8 - 2;
@@ -68,43 +73,91 @@ function clampToByte(fixedSum: number): number {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
-function resampleRows(src: Float32Array, w: number, h: number, c: number, outW: number, round: boolean): Float32Array {
+/** Horizontal pass over source rows [y0, y1), output columns [x0, x1) of outW: (y1 - y0) x (x1 - x0) pixels. */
+function resampleRows(
+  src: Float32Array, w: number, c: number, outW: number, round: boolean, y0: number, y1: number, x0: number, x1: number,
+): Float32Array {
   const ax = axisWeights(w, outW, round);
-  const out = new Float32Array(outW * h * c);
+  const rows = y1 - y0;
+  const cols = x1 - x0;
+  const out = new Float32Array(cols * rows * c);
   const { taps, starts, counts, weights } = ax;
   const init = round ? FIXED_HALF : 0;
-  for (let y = 0; y < h; y++) {
+  if (c === 3) {
+    // RGB: the three channels share each weight, so one pass over the taps serves all of them.
+    // Each channel's sum runs over the taps in the same order as the general loop below.
+    for (let y = y0; y < y1; y++) {
+      const rowIn = y * w * 3;
+      let o = (y - y0) * cols * 3;
+      for (let x = x0; x < x1; x++) {
+        const k = x * taps;
+        const n = counts[x];
+        let at = rowIn + starts[x] * 3;
+        let s0 = init;
+        let s1 = init;
+        let s2 = init;
+        for (let j = 0; j < n; j++, at += 3) {
+          const wj = weights[k + j];
+          s0 += src[at] * wj;
+          s1 += src[at + 1] * wj;
+          s2 += src[at + 2] * wj;
+        }
+        if (round) {
+          out[o++] = clampToByte(s0);
+          out[o++] = clampToByte(s1);
+          out[o++] = clampToByte(s2);
+        } else {
+          out[o++] = s0;
+          out[o++] = s1;
+          out[o++] = s2;
+        }
+      }
+    }
+    return out;
+  }
+  for (let y = y0; y < y1; y++) {
     const rowIn = y * w * c;
-    const rowOut = y * outW * c;
-    for (let x = 0; x < outW; x++) {
+    const rowOut = (y - y0) * cols * c;
+    for (let x = x0; x < x1; x++) {
       const k = x * taps;
       const first = rowIn + starts[x] * c;
       const n = counts[x];
       for (let ch = 0; ch < c; ch++) {
         let sum = init;
         for (let j = 0, at = first + ch; j < n; j++, at += c) sum += src[at] * weights[k + j];
-        out[rowOut + x * c + ch] = round ? clampToByte(sum) : sum;
+        out[rowOut + (x - x0) * c + ch] = round ? clampToByte(sum) : sum;
       }
     }
   }
   return out;
 }
 
-function resampleColumns(src: Float32Array, w: number, h: number, c: number, outH: number, round: boolean): Float32Array {
+/** Rows [y0, y1) and pixels [x0, x1) of each, unchanged: a dimension that is not resampled. */
+function cropRows(src: Float32Array, w: number, c: number, y0: number, y1: number, x0: number, x1: number): Float32Array {
+  const cols = x1 - x0;
+  const out = new Float32Array((y1 - y0) * cols * c);
+  for (let y = y0; y < y1; y++) out.set(src.subarray((y * w + x0) * c, (y * w + x1) * c), (y - y0) * cols * c);
+  return out;
+}
+
+/** Vertical pass for output rows [y0, y1) of outH; `src` holds source rows from `firstRow` on, w pixels wide. */
+function resampleColumns(
+  src: Float32Array, w: number, h: number, c: number, outH: number, round: boolean, y0: number, y1: number, firstRow: number,
+): Float32Array {
   const ax = axisWeights(h, outH, round);
   const rowLen = w * c;
-  const out = new Float32Array(rowLen * outH);
+  const out = new Float32Array(rowLen * (y1 - y0));
   const acc = new Float64Array(rowLen);
   const { taps, starts, counts, weights } = ax;
-  for (let y = 0; y < outH; y++) {
+  for (let y = y0; y < y1; y++) {
     acc.fill(round ? FIXED_HALF : 0);
     const k = y * taps;
     for (let j = 0; j < counts[y]; j++) {
       const wgt = weights[k + j];
-      const rowIn = (starts[y] + j) * rowLen;
+      const rowIn = (starts[y] + j - firstRow) * rowLen;
       for (let i = 0; i < rowLen; i++) acc[i] += src[rowIn + i] * wgt;
     }
-    const rowOut = y * rowLen;
+    const rowOut = (y - y0) * rowLen;
     if (round) for (let i = 0; i < rowLen; i++) out[rowOut + i] = clampToByte(acc[i]);
     else out.set(acc, rowOut);
   }
@@ -137,8 +190,25 @@ export function resizeBilinear(
     throw new Error(`resizeBilinear: source has ${src.length} values, expected ${w}x${h}x${channels} = ${w * h * channels}`);
   }
   const round = opts.roundTo8Bit ?? false;
-  let out = src;
-  if (outW !== w) out = resampleRows(out, w, h, channels, outW, round);
-  if (outH !== h) out = resampleColumns(out, outW, h, channels, outH, round);
-  return out === src ? src.slice() : out;
+  const win = opts.window ?? { left: 0, top: 0, width: outW, height: outH };
+  const { left, top, width, height } = win;
+  for (const [name, v] of Object.entries(win)) {
+    if (!Number.isInteger(v) || v < 0) throw new Error(`resizeBilinear: window ${name} must be a non-negative integer, got ${v}`);
+  }
+  if (width < 1 || height < 1 || left + width > outW || top + height > outH) {
+    throw new Error(`resizeBilinear: window ${width}x${height} at (${left}, ${top}) is not inside the ${outW}x${outH} output`);
+  }
+  // Source rows the window needs: those under its vertical filter windows (or its own rows).
+  let rowLo = top;
+  let rowHi = top + height;
+  if (outH !== h) {
+    const ay = axisWeights(h, outH, round);
+    rowLo = ay.starts[top];
+    rowHi = 0;
+    for (let y = top; y < top + height; y++) rowHi = Math.max(rowHi, ay.starts[y] + ay.counts[y]);
+  }
+  const rows = outW !== w
+    ? resampleRows(src, w, channels, outW, round, rowLo, rowHi, left, left + width)
+    : cropRows(src, w, channels, rowLo, rowHi, left, left + width);
+  return outH !== h ? resampleColumns(rows, width, h, channels, outH, round, top, top + height, rowLo) : rows;
 }
