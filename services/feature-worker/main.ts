@@ -1,6 +1,6 @@
 // Feature worker: extract-features jobs -> patch embeddings of one shard in object storage.
 import { createBackbone } from '../../shared/backbone/engine.js';
-import { runningService, serviceContext, type RunningService } from '../../shared/distributed/service.js';
+import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
 import { extractShardFeatures } from '../../shared/distributed/shard-features.js';
 import { sha256File } from '../../shared/pipeline/fit.js';
 import { FEATURES_QUEUE } from '../../shared/queue/jobs.js';
@@ -13,14 +13,7 @@ export async function startFeatureWorker(opts: { handleSignals?: boolean } = {})
   const backbone = await createBackbone({ engine: settings.engine, weightsPath: settings.weightsPath, logger: ctx.log });
   const handle = await startWorker({
     queue: FEATURES_QUEUE,
-    connection: ctx.connection,
-    prefix: ctx.redisConfig.prefix,
-    logger: ctx.log,
-    concurrency: ctx.worker.concurrency,
-    healthPort: ctx.worker.healthPort,
-    shutdownGraceMs: ctx.worker.shutdownGraceMs,
-    lockDuration: ctx.worker.lockDurationMs,
-    handleSignals: opts.handleSignals,
+    ...workerDefaults(ctx, opts.handleSignals),
     handler: (payload, job) =>
       extractShardFeatures(payload, {
         store: ctx.store, backbone, weightsSha256, log: job.log,

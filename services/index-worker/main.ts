@@ -1,6 +1,6 @@
 // Index worker: build-index jobs (parents of a training run's shards) -> coreset bank, HNSW index, model version.
 import { mergeShardsIntoModel } from '../../shared/distributed/merge-index.js';
-import { runningService, serviceContext, type RunningService } from '../../shared/distributed/service.js';
+import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
 import type { ShardFeaturesResult } from '../../shared/distributed/shard-features.js';
 import { collectShardResults } from '../../shared/queue/flows.js';
 import { INDEX_QUEUE } from '../../shared/queue/jobs.js';
@@ -10,14 +10,7 @@ export async function startIndexWorker(opts: { handleSignals?: boolean } = {}): 
   const ctx = serviceContext('index-worker');
   const handle = await startWorker({
     queue: INDEX_QUEUE,
-    connection: ctx.connection,
-    prefix: ctx.redisConfig.prefix,
-    logger: ctx.log,
-    concurrency: ctx.worker.concurrency,
-    healthPort: ctx.worker.healthPort,
-    shutdownGraceMs: ctx.worker.shutdownGraceMs,
-    lockDuration: ctx.worker.lockDurationMs,
-    handleSignals: opts.handleSignals,
+    ...workerDefaults(ctx, opts.handleSignals),
     handler: async (payload, job) => {
       const shards = await collectShardResults<ShardFeaturesResult>(job.job, payload.shards);
       return mergeShardsIntoModel(payload, shards, { store: ctx.store, log: job.log });

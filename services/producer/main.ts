@@ -1,5 +1,5 @@
 // Scheduler worker: runs the `retrain` jobs that the job schedulers (`patchcore schedule set`) produce.
-import { runningService, serviceContext, type RunningService } from '../../shared/distributed/service.js';
+import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
 import { sha256File } from '../../shared/pipeline/fit.js';
 import { SCHEDULE_QUEUE } from '../../shared/queue/jobs.js';
 import { startWorker } from '../../shared/queue/worker-runtime.js';
@@ -16,14 +16,8 @@ export async function startScheduler(opts: { handleSignals?: boolean } = {}): Pr
   const weights = { file: ctx.settings.weightsPath, sha256: await sha256File(ctx.settings.weightsPath) };
   const handle = await startWorker({
     queue: SCHEDULE_QUEUE,
-    connection: ctx.connection,
-    prefix: ctx.redisConfig.prefix,
-    logger: ctx.log,
+    ...workerDefaults(ctx, opts.handleSignals),
     concurrency: 1,
-    healthPort: ctx.worker.healthPort,
-    shutdownGraceMs: ctx.worker.shutdownGraceMs,
-    lockDuration: ctx.worker.lockDurationMs,
-    handleSignals: opts.handleSignals,
     handler: (payload, job) =>
       runRetrain(payload, tickOf(job.job.id, job.job.timestamp), {
         store: ctx.store, connection: ctx.connection, prefix: ctx.redisConfig.prefix, log: job.log, weights,

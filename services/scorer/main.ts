@@ -4,7 +4,7 @@ import { createBackbone } from '../../shared/backbone/engine.js';
 import { ModelCache } from '../../shared/distributed/model-store.js';
 import { buildRunReport } from '../../shared/distributed/report-job.js';
 import { scoreShard } from '../../shared/distributed/score-shard.js';
-import { runningService, serviceContext, type RunningService } from '../../shared/distributed/service.js';
+import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
 import { sha256File } from '../../shared/pipeline/fit.js';
 import { REPORT_QUEUE, SCORE_QUEUE } from '../../shared/queue/jobs.js';
 import { startWorker } from '../../shared/queue/worker-runtime.js';
@@ -15,21 +15,12 @@ export async function startScorer(opts: { handleSignals?: boolean } = {}): Promi
   const weightsSha256 = await sha256File(settings.weightsPath);
   const backbone = await createBackbone({ engine: settings.engine, weightsPath: settings.weightsPath, logger: ctx.log });
   const models = new ModelCache(ctx.store, settings.modelCacheDir);
-  const common = {
-    connection: ctx.connection,
-    prefix: ctx.redisConfig.prefix,
-    logger: ctx.log,
-    shutdownGraceMs: ctx.worker.shutdownGraceMs,
-    lockDuration: ctx.worker.lockDurationMs,
-    handleSignals: opts.handleSignals,
-  };
+  const common = workerDefaults(ctx, opts.handleSignals);
   // The report worker has no port of its own: the score worker's /metrics exports it too.
   let reports: Awaited<ReturnType<typeof startWorker>> | null = null;
   const scoring = await startWorker({
     ...common,
     queue: SCORE_QUEUE,
-    concurrency: ctx.worker.concurrency,
-    healthPort: ctx.worker.healthPort,
     alsoExport: () => (reports ? [reports] : []),
     handler: (payload, job) =>
       scoreShard(payload, {

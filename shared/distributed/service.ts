@@ -38,6 +38,20 @@ export function serviceContext(name: string, env: Record<string, string | undefi
   return { log, redisConfig, connection, store, worker, settings };
 }
 
+/** The startWorker options every service takes from its context: connection, prefix, logger and the settings. */
+export function workerDefaults(ctx: ServiceContext, handleSignals?: boolean) {
+  return {
+    connection: ctx.connection,
+    prefix: ctx.redisConfig.prefix,
+    logger: ctx.log,
+    concurrency: ctx.worker.concurrency,
+    healthPort: ctx.worker.healthPort,
+    shutdownGraceMs: ctx.worker.shutdownGraceMs,
+    lockDuration: ctx.worker.lockDurationMs,
+    handleSignals,
+  };
+}
+
 /** Wraps started workers so the process closes its connections once they have all stopped. */
 export function runningService(ctx: ServiceContext, handles: WorkerHandle[], cleanup: () => void = () => {}): RunningService {
   let closing: Promise<void> | null = null;

@@ -1,19 +1,10 @@
 // Maps an anomaly map from the model frame (the resized-and-cropped input) back onto the original
 // image grid, so it can be compared with full-size ground-truth masks or drawn over the image.
 
-/** How an image became the model input: resized to resizedWidth x resizedHeight, then cropped. */
-export interface ImageFrame {
-  sourceWidth: number;
-  sourceHeight: number;
-  resizedWidth: number;
-  resizedHeight: number;
-  /** Left/top of the crop in resized-image pixels. */
-  cropLeft: number;
-  cropTop: number;
-  /** Crop size = model-frame map size. */
-  width: number;
-  height: number;
-}
+import type { Frame } from '../image/preprocess.js';
+
+/** How an image became the model input (resized, then cropped): the preprocessing's Frame. */
+export type ImageFrame = Frame;
 
 /**
  * The model-frame `map` (frame.height x frame.width) on the source grid (sourceHeight x
