@@ -1,16 +1,16 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadModelInput } from '../image/index.js';
-import { defaultDatasetDir, defaultWeightsPath, referenceDir } from '../paths.js';
+import { defaultDatasetDir, defaultWeightsPath } from '../paths.js';
 import { batchItem, nhwc, type NhwcTensor } from '../tensor.js';
+import { readReference, relativeMaxError, REFERENCE_IMAGES, type ReferenceArray } from '../../test/helpers/reference.js';
 import { BACKBONE_LAYERS, createBackbone } from './engine.js';
 import { createOnnxBackbone, type OnnxBackbone } from './onnx-engine.js';
 import { BACKBONE_OUTPUTS } from './resnet50.js';
 
-const IMAGES = ['train_good_000', 'test_broken_large_000'];
+const IMAGES = REFERENCE_IMAGES;
 const SHAPES: Record<string, [number, number, number]> = {
   conv2_block3_out: [56, 56, 256],
   conv3_block4_out: [28, 28, 512],
@@ -24,22 +24,7 @@ function captureLogger(): { logger: pino.Logger; lines: Array<Record<string, unk
   return { logger, lines };
 }
 
-function readF32(file: string): Float32Array {
-  const buf = readFileSync(join(referenceDir(), file));
-  return new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-}
 
-/** max |a - b| / max |b|: the agreement measure of reference/README.md. */
-function relativeError(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let maxDiff = 0;
-  let maxRef = 0;
-  for (let i = 0; i < b.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
-    maxRef = Math.max(maxRef, Math.abs(b[i]));
-  }
-  return maxDiff / maxRef;
-}
 
 const log = captureLogger();
 let engine: OnnxBackbone;
@@ -47,7 +32,7 @@ const inputs = new Map<string, NhwcTensor>();
 
 before(async () => {
   engine = await createOnnxBackbone({ weightsPath: defaultWeightsPath(), logger: log.logger });
-  for (const img of IMAGES) inputs.set(img, nhwc(readF32(`${img}.input.f32`), 1, 224, 224, 3));
+  for (const img of IMAGES) inputs.set(img, nhwc(readReference(img, 'input').data, 1, 224, 224, 3));
 });
 after(() => engine?.dispose());
 
@@ -61,7 +46,7 @@ test('block outputs match the independent reference within 1e-3 (both images)', 
     for (const layer of BACKBONE_LAYERS) {
       const got = out[layer];
       assert.deepEqual([got.n, got.h, got.w, got.c], [1, ...SHAPES[layer]], `${img} ${layer} shape`);
-      const err = relativeError(got.data, readF32(`${img}.${layer}.f32`));
+      const err = relativeMaxError(got.data, readReference(img, layer as ReferenceArray).data);
       t.diagnostic(`${img} ${layer} relative error ${err.toExponential(2)}`);
       assert.ok(err <= 1e-3, `${img} ${layer}: relative error ${err} > 1e-3`);
     }
@@ -80,7 +65,7 @@ test('a batch of 2 equals two batches of 1, and one session serves each layer se
   for (const layer of layers) {
     assert.equal(both[layer].n, 2);
     for (let i = 0; i < 2; i++) {
-      const err = relativeError(batchItem(both[layer], i).data, singles[i][layer].data);
+      const err = relativeMaxError(batchItem(both[layer], i).data, singles[i][layer].data);
       assert.ok(err <= 1e-5, `${layer} item ${i}: batch vs single relative error ${err}`);
     }
   }
@@ -95,7 +80,7 @@ test('a batch item passed as a view into a larger buffer is read from its own of
   batch.set(b.data, a.data.length);
   const second = batchItem(nhwc(batch, 2, 224, 224, 3), 1);
   const out = await engine.run(second, ['conv4_block6_out']);
-  const err = relativeError(out.conv4_block6_out.data, readF32('test_broken_large_000.conv4_block6_out.f32'));
+  const err = relativeMaxError(out.conv4_block6_out.data, readReference('test_broken_large_000', 'conv4_block6_out').data);
   assert.ok(err <= 1e-3, `relative error ${err}`);
 });
 
@@ -120,7 +105,7 @@ test('parity with the TF.js engine on a real bottle image, at 224x224 and at 256
         const { stride } = BACKBONE_OUTPUTS[layer];
         const o = ours[layer];
         assert.deepEqual([o.n, o.h, o.w, o.c], [1, x.h / stride, x.w / stride, SHAPES[layer][2]], `${label} ${layer} grid`);
-        const err = relativeError(o.data, theirs[layer].data);
+        const err = relativeMaxError(o.data, theirs[layer].data);
         t.diagnostic(`${label} ${layer} onnx vs tfjs (${tfjs.backend}) relative error ${err.toExponential(2)}`);
         assert.ok(err <= 1e-3, `${label} ${layer}: onnx vs tfjs relative error ${err} > 1e-3`);
       }
@@ -152,7 +137,7 @@ test('asking for CUDA runs on CUDA, or on CPU with a log line saying why', async
     }
     assert.ok(lines.some((l) => l.msg === 'onnx backbone ready' && l.provider === gpu.backend));
     const out = await gpu.run(inputs.get(IMAGES[0])!, ['conv2_block3_out']);
-    assert.ok(relativeError(out.conv2_block3_out.data, readF32('train_good_000.conv2_block3_out.f32')) <= 1e-3);
+    assert.ok(relativeMaxError(out.conv2_block3_out.data, readReference('train_good_000', 'conv2_block3_out').data) <= 1e-3);
   } finally {
     gpu.dispose();
   }

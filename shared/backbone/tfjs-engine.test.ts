@@ -1,45 +1,29 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
 import { pino } from 'pino';
-import { defaultWeightsPath, referenceDir } from '../paths.js';
+import { defaultWeightsPath } from '../paths.js';
 import { batchItem, nhwc, type NhwcTensor } from '../tensor.js';
+import { readReference, relativeMaxError, REFERENCE_IMAGES, type ReferenceArray } from '../../test/helpers/reference.js';
 import { BACKBONE_LAYERS, createBackbone, type BackboneEngine } from './engine.js';
 import { loadTfRuntime } from './tfjs-engine.js';
 
 const logger = pino({ level: 'silent' });
-const IMAGES = ['train_good_000', 'test_broken_large_000'];
+const IMAGES = REFERENCE_IMAGES;
 const SHAPES: Record<string, [number, number, number]> = {
   conv2_block3_out: [56, 56, 256],
   conv3_block4_out: [28, 28, 512],
   conv4_block6_out: [14, 14, 1024],
 };
 
-function readF32(file: string): Float32Array {
-  const buf = readFileSync(join(referenceDir(), file));
-  return new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-}
 
-/** max |a - b| / max |b|: the agreement measure of reference/README.md. */
-function relativeError(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let maxDiff = 0;
-  let maxRef = 0;
-  for (let i = 0; i < b.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
-    maxRef = Math.max(maxRef, Math.abs(b[i]));
-  }
-  return maxDiff / maxRef;
-}
 
 let engine: BackboneEngine;
 const inputs = new Map<string, NhwcTensor>();
 
 before(async () => {
   engine = await createBackbone({ engine: 'tfjs', weightsPath: defaultWeightsPath(), logger });
-  for (const img of IMAGES) inputs.set(img, nhwc(readF32(`${img}.input.f32`), 1, 224, 224, 3));
+  for (const img of IMAGES) inputs.set(img, nhwc(readReference(img, 'input').data, 1, 224, 224, 3));
 });
 after(() => engine?.dispose());
 
@@ -58,7 +42,7 @@ test('block outputs match the independent reference within 1e-3 (both images)', 
     for (const layer of BACKBONE_LAYERS) {
       const got = out[layer];
       assert.deepEqual([got.n, got.h, got.w, got.c], [1, ...SHAPES[layer]], `${img} ${layer} shape`);
-      const err = relativeError(got.data, readF32(`${img}.${layer}.f32`));
+      const err = relativeMaxError(got.data, readReference(img, layer as ReferenceArray).data);
       t.diagnostic(`${img} ${layer}: max|a-b|/max|b| = ${err.toExponential(2)}`);
       assert.ok(err <= 1e-3, `${img} ${layer}: relative error ${err}`);
     }
@@ -75,7 +59,7 @@ test('each item of a batch matches its own reference', async () => {
   const got = out.conv3_block4_out;
   assert.equal(got.n, 2);
   for (const [i, img] of IMAGES.entries()) {
-    const err = relativeError(batchItem(got, i).data, readF32(`${img}.conv3_block4_out.f32`));
+    const err = relativeMaxError(batchItem(got, i).data, readReference(img, 'conv3_block4_out').data);
     assert.ok(err <= 1e-3, `batch item ${i} (${img}): relative error ${err}`);
   }
 });
