@@ -7,6 +7,8 @@ import { jobIds, type RunKind } from '../queue/flows.js';
 import { FEATURES_QUEUE, INDEX_QUEUE, REPORT_QUEUE, SCORE_QUEUE } from '../queue/jobs.js';
 
 const STORAGE_STAGES = new Set(['download', 'upload', 'list', 'load_model']);
+// Time spent waiting for another stage, already counted there.
+const WAIT_STAGES = new Set(['decode_wait']);
 
 export interface RunAccounting {
   jobs: number;
@@ -41,7 +43,7 @@ export async function accountRun(connection: Redis, prefix: string, runId: strin
   let storage = 0;
   for (const [stage, ms] of Object.entries(byStage)) {
     if (STORAGE_STAGES.has(stage)) storage += ms;
-    else compute += ms;
+    else if (!WAIT_STAGES.has(stage)) compute += ms;
   }
   return { jobs, compute_ms: Math.round(compute), storage_ms: Math.round(storage), by_stage_ms: byStage };
 }
