@@ -13,7 +13,7 @@ import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unl
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { checkModelConsistency } from '../shared/distributed/model-store.js';
+import { checkModelConsistency } from '../shared/model/consistency.js';
 import { decodeImage } from '../shared/image/index.js';
 import { encodeBmp, pngDeclaringSize } from '../shared/image/test-images.js';
 import { defaultDatasetDir, defaultWeightsPath } from '../shared/paths.js';
@@ -168,7 +168,7 @@ test('a model edited by hand, or whose bank does not match it, is refused saying
   const noManifest = variant('nomanifest', (d) => unlinkSync(join(d, 'manifest.json')));
   const ev = (dir: string) => ['evaluate', '--model', dir, '--data', data, '--out', join(work, 'never-eval')];
   await Promise.all([
-    fails(ev(seedRecipe), 1, new RegExp(`^patchcore evaluate: model "${seedRecipe}": bank has 1024-d entries but recipe seed makes 1792-d features$`)),
+    fails(ev(seedRecipe), 1, new RegExp(`^patchcore evaluate: model "${seedRecipe}" is inconsistent: featureDim is 1024 but recipe seed makes 1792-d features; .*its bank holds 1024-d entries but recipe seed makes 1792-d features`)),
     fails(ev(otherWeights), 1, /^patchcore evaluate: weights file ".*" \(sha256 570e1bfca26e\.\.\.\) is not the one this model was trained with \(resnet50_imagenet_keras_conv1-conv4\.h5, sha256 abababababab\.\.\.\)$/),
     fails(ev(otherFormat), 1, new RegExp(`^patchcore evaluate: model manifest "${otherFormat}/manifest.json" is invalid at format: `)),
   ]);

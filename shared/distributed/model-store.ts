@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path';
 import { z } from 'zod';
 import { MemoryBank } from '../bank/index.js';
-import { getRecipe } from '../features/recipes.js';
+import { checkModelConsistency } from '../model/consistency.js';
 import { MANIFEST_FILE, ModelManifestSchema, readManifest, writeManifest, type ModelManifest } from '../model/manifest.js';
 import { modelCategoryPrefix, modelKey, modelVersionPrefix } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -81,24 +81,6 @@ export async function loadStoredModel(store: ObjectStore, category: string, vers
   const bank = await MemoryBank.load(dir);
   checkModelConsistency(manifest, bank, `model ${category}/${version}`);
   return { category, version, manifest, bank };
-}
-
-/**
- * Refuses a model whose parts disagree: a manifest edited or written by another recipe, or a bank that is not
- * the one the manifest describes. Scoring with it would give numbers that mean nothing. `what` names the model.
- */
-export function checkModelConsistency(manifest: ModelManifest, bank: Pick<MemoryBank, 'dim' | 'count'>, what: string): void {
-  const recipe = getRecipe(manifest.recipe);
-  const problems: string[] = [];
-  if (manifest.featureDim !== recipe.dim) problems.push(`featureDim is ${manifest.featureDim} but recipe ${recipe.name} makes ${recipe.dim}-d features`);
-  if (manifest.backbone.layers.join(',') !== recipe.layers.join(',')) {
-    problems.push(`backbone layers are [${manifest.backbone.layers.join(', ')}] but recipe ${recipe.name} uses [${recipe.layers.join(', ')}]`);
-  }
-  if (bank.dim !== recipe.dim) problems.push(`its bank holds ${bank.dim}-d entries but recipe ${recipe.name} makes ${recipe.dim}-d features`);
-  if (bank.count !== manifest.bank.count || bank.dim !== manifest.bank.dim) {
-    problems.push(`its bank holds ${bank.count} x ${bank.dim} entries but the manifest records ${manifest.bank.count} x ${manifest.bank.dim}`);
-  }
-  if (problems.length > 0) throw new Error(`${what} is inconsistent: ${problems.join('; ')}`);
 }
 
 /** One loaded model per category/version per process. */

@@ -11,6 +11,7 @@ import { listMvtecDataset, type DatasetImage, type MvtecDataset } from '../datas
 import { getRecipe } from '../features/recipes.js';
 import { decodeMask, maskToFrame, type Frame } from '../image/index.js';
 import type { Logger } from '../log.js';
+import { checkModelConsistency } from '../model/consistency.js';
 import { readManifest, readModelMethod, type ModelManifest, type ModelMethod } from '../model/manifest.js';
 import {
   buildComparisonReport, buildReport, chooseThreshold, localFolderWriter,
@@ -150,9 +151,7 @@ async function patchcoreScorer(modelDir: string, root: string, test: DatasetImag
   const recipe = getRecipe(manifest.recipe);
   await checkWeightsMatch(manifest, opts.weightsPath);
   const bank = await timer.time('load_model', () => MemoryBank.load(modelDir));
-  if (bank.dim !== recipe.dim) {
-    throw new Error(`model "${modelDir}": bank has ${bank.dim}-d entries but recipe ${recipe.name} makes ${recipe.dim}-d features`);
-  }
+  checkModelConsistency(manifest, bank, `model "${modelDir}"`);
   const backbone = await createBackbone({ engine: opts.engine, weightsPath: opts.weightsPath, logger: log });
   const frame = { resize: manifest.frame.resize, crop: manifest.frame.crop };
   const recallRows: Float32Array[] = [];
