@@ -1,4 +1,6 @@
-// Input checks shared by the binary-label metrics.
+// Input checks and the threshold sweep shared by the binary-label metrics.
+
+import { argsortDescending } from './sort.js';
 
 export interface ClassCounts {
   positives: number;
@@ -17,4 +19,27 @@ export function countBinaryLabels(scores: Float32Array, labels: Uint8Array, call
     positives += l;
   }
   return { positives, negatives: labels.length - positives };
+}
+
+/**
+ * Walks the distinct scores from the highest down and calls `visit` after each one with the cumulative counts
+ * of positives (tp) and negatives (fp) scoring >= it. Tied scores are taken together, as one threshold.
+ */
+export function sweepThresholds(
+  scores: Float32Array, labels: Uint8Array, visit: (threshold: number, tp: number, fp: number) => void,
+): void {
+  const order = argsortDescending(scores);
+  const n = scores.length;
+  let tp = 0;
+  let fp = 0;
+  let i = 0;
+  while (i < n) {
+    const s = scores[order[i]];
+    while (i < n && scores[order[i]] === s) {
+      if (labels[order[i]] === 1) tp++;
+      else fp++;
+      i++;
+    }
+    visit(s, tp, fp);
+  }
 }

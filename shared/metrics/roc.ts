@@ -2,8 +2,7 @@
 // Thresholds sit at the distinct score values, so a positive and a negative with the same
 // score move the curve diagonally and contribute half a pair, as in sklearn's roc_auc_score.
 
-import { countBinaryLabels } from './binary.js';
-import { argsortDescending } from './sort.js';
+import { countBinaryLabels, sweepThresholds } from './binary.js';
 
 export interface RocCurve {
   fpr: number[];
@@ -24,24 +23,15 @@ function requireBothClasses(positives: number, negatives: number, caller: string
 export function rocAuc(scores: Float32Array, labels: Uint8Array): number {
   const { positives, negatives } = countBinaryLabels(scores, labels, 'rocAuc');
   requireBothClasses(positives, negatives, 'rocAuc');
-  const order = argsortDescending(scores);
-  const n = scores.length;
   // Twice the area in units of (positive, negative) pairs: integer-valued, so exact in a double.
   let doubledArea = 0;
-  let tp = 0;
-  let i = 0;
-  while (i < n) {
-    const s = scores[order[i]];
-    let groupTp = 0;
-    let groupFp = 0;
-    while (i < n && scores[order[i]] === s) {
-      if (labels[order[i]] === 1) groupTp++;
-      else groupFp++;
-      i++;
-    }
-    doubledArea += groupFp * (2 * tp + groupTp);
-    tp += groupTp;
-  }
+  let prevTp = 0;
+  let prevFp = 0;
+  sweepThresholds(scores, labels, (_, tp, fp) => {
+    doubledArea += (fp - prevFp) * (prevTp + tp);
+    prevTp = tp;
+    prevFp = fp;
+  });
   return doubledArea / (2 * positives * negatives);
 }
 
@@ -55,25 +45,14 @@ export function rocCurve(scores: Float32Array, labels: Uint8Array, maxPoints?: n
   }
   const { positives, negatives } = countBinaryLabels(scores, labels, 'rocCurve');
   requireBothClasses(positives, negatives, 'rocCurve');
-  const order = argsortDescending(scores);
-  const n = scores.length;
   const fpr = [0];
   const tpr = [0];
   const thresholds = [Infinity];
-  let tp = 0;
-  let fp = 0;
-  let i = 0;
-  while (i < n) {
-    const s = scores[order[i]];
-    while (i < n && scores[order[i]] === s) {
-      if (labels[order[i]] === 1) tp++;
-      else fp++;
-      i++;
-    }
+  sweepThresholds(scores, labels, (s, tp, fp) => {
     fpr.push(fp / negatives);
     tpr.push(tp / positives);
     thresholds.push(s);
-  }
+  });
   if (maxPoints === undefined || fpr.length <= maxPoints) return { fpr, tpr, thresholds };
   return decimate({ fpr, tpr, thresholds }, maxPoints);
 }

@@ -1,7 +1,6 @@
 // Decision threshold choice: the score cut (score >= threshold means anomalous) with the best F1.
 
-import { countBinaryLabels } from './binary.js';
-import { argsortDescending } from './sort.js';
+import { countBinaryLabels, sweepThresholds } from './binary.js';
 
 export interface Confusion {
   tp: number;
@@ -44,22 +43,11 @@ export function confusionAt(scores: Float32Array, labels: Uint8Array, threshold:
 export function f1Max(scores: Float32Array, labels: Uint8Array): F1Max {
   const { positives, negatives } = countBinaryLabels(scores, labels, 'f1Max');
   if (positives === 0) throw new Error('f1Max: labels contain no anomalous sample (1), so F1 is undefined');
-  const order = argsortDescending(scores);
-  const n = scores.length;
   let bestF1 = -1;
   let bestThreshold = 0;
   let bestTp = 0;
   let bestFp = 0;
-  let tp = 0;
-  let fp = 0;
-  let i = 0;
-  while (i < n) {
-    const s = scores[order[i]];
-    while (i < n && scores[order[i]] === s) {
-      if (labels[order[i]] === 1) tp++;
-      else fp++;
-      i++;
-    }
+  sweepThresholds(scores, labels, (s, tp, fp) => {
     // 2PR/(P+R) written with counts: defined even when tp = 0.
     const f1 = (2 * tp) / (2 * tp + fp + (positives - tp));
     if (f1 > bestF1) {
@@ -68,7 +56,7 @@ export function f1Max(scores: Float32Array, labels: Uint8Array): F1Max {
       bestTp = tp;
       bestFp = fp;
     }
-  }
+  });
   return {
     f1: bestF1,
     threshold: bestThreshold,
