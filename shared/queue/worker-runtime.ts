@@ -251,9 +251,8 @@ export class WorkerRuntime<Q extends QueueName, R = unknown> extends EventEmitte
 
   /** Liveness (/healthz) and readiness (/readyz, false while draining), with this worker's counts. */
   async health(): Promise<{ live: HealthReport; ready: HealthReport }> {
-    const m = await this.metrics.snapshot();
-    const counts = { processed: m.processed, failed: m.failed };
-    return { live: { ...this.#report(false), ...counts }, ready: { ...this.#report(true), ...counts } };
+    const { processed, failed } = await this.metrics.snapshot();
+    return { live: this.#report(false, processed, failed), ready: this.#report(true, processed, failed) };
   }
 
   async #answer(forReadiness: boolean) {
@@ -262,7 +261,7 @@ export class WorkerRuntime<Q extends QueueName, R = unknown> extends EventEmitte
     return jsonAnswer(report, report.status === 'ok');
   }
 
-  #report(forReadiness: boolean): HealthReport {
+  #report(forReadiness: boolean, processed = 0, failed = 0): HealthReport {
     const redis = this.#opts.connection.status;
     const phase = this.#phase;
     let reason: string | undefined;
@@ -277,8 +276,8 @@ export class WorkerRuntime<Q extends QueueName, R = unknown> extends EventEmitte
       phase,
       redis,
       running: this.#running.size,
-      processed: 0,
-      failed: 0,
+      processed,
+      failed,
     };
   }
 
