@@ -5,7 +5,7 @@
 // Series (every one labelled with the BullMQ queue name); names and labels are a contract (k8s PodMonitor, KEDA
 // docs, dashboards: docs/deploy.md):
 //   patchcore_worker_jobs_processed_total / _failed_total / _handed_back_total   counters of job attempts
-//   patchcore_worker_jobs_stalled_total       jobs this worker's stalled checker found with a dead worker's lock
+//   patchcore_worker_jobs_stalled_total       jobs this worker's stalled checker took back from a dead worker
 //   patchcore_worker_jobs_running                                                gauge
 //   patchcore_worker_job_duration_seconds                                        histogram of handler time
 //   patchcore_worker_images_processed_total   images reported by finished jobs (rate() of it is images/s)
@@ -113,7 +113,8 @@ export class WorkerMetrics {
   readonly #handedBack = this.#counter('patchcore_worker_jobs_handed_back_total', 'Jobs handed back to the queue unfinished at shutdown.');
   readonly #stalled = this.#counter(
     'patchcore_worker_jobs_stalled_total',
-    "Jobs this worker's stalled checker found without a live lock (their worker died) and moved back to wait or failed.",
+    "Jobs this worker's stalled checker found without a live lock (their worker died) and moved back to wait; " +
+      'one stalled more than maxStalledCount times then fails.',
   );
   readonly #images = this.#counter(
     'patchcore_worker_images_processed_total',
