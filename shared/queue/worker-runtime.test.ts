@@ -285,3 +285,19 @@ test('a PermanentError fails the job at once, whatever its attempts; a transient
     for (const shard of ['weights', 'permanent', 'transient']) await queue.remove(`run-p~score~${shard}`);
   }
 });
+
+test('a health port already in use stops start() with the port named, and leaves nothing running', async () => {
+  const first = await scoreWorker(conn, async () => null, { healthPort: 0, healthHost: '127.0.0.1' });
+  try {
+    const second = new WorkerRuntime(SCORE_QUEUE, async () => null, {
+      connection: conn, logger: quiet, handleSignals: false, healthPort: first.port, healthHost: '127.0.0.1',
+    });
+    await assert.rejects(second.start(), {
+      message: new RegExp(`^health endpoint for patchcore-score: cannot listen on port ${first.port}: .*EADDRINUSE`),
+    });
+    assert.equal(second.worker.isRunning(), false);
+    assert.equal(second.port, null);
+  } finally {
+    await first.close();
+  }
+});
