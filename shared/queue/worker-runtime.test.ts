@@ -297,6 +297,8 @@ test('a health port already in use stops start() with the port named, and leaves
     });
     assert.equal(second.worker.isRunning(), false);
     assert.equal(second.port, null);
+    await second.closed;
+    assert.equal((await second.health()).live.phase, 'closed');
   } finally {
     await first.close();
   }

@@ -233,6 +233,8 @@ export class WorkerRuntime<Q extends QueueName, R = unknown> extends EventEmitte
       } catch (err) {
         await this.worker.close(true);
         await this.#closeRegistry();
+        this.#phase = 'closed';
+        this.#resolveClosed();
         throw new Error(`health endpoint for ${this.queue}: cannot listen on port ${healthPort}: ${(err as Error).message}`);
       }
       this.#server = server;
