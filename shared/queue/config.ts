@@ -16,6 +16,7 @@ import { isIP } from 'node:net';
 import { inspect } from 'node:util';
 import { Redis, type RedisOptions } from 'ioredis';
 import { z } from 'zod';
+import { UserError } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
@@ -138,9 +139,10 @@ const RedisEnvSchema = z.object({
   }),
 });
 
+/** A setting the user must fix: a UserError, whose message the CLI prints without a stack. */
 function throwIssues(what: string, issues: readonly { message: string }[]): never {
   // Only our own messages (which never hold secrets) are used; the ZodError itself is not attached.
-  throw new Error(`invalid ${what}: ${issues.map((i) => i.message).join('; ')}`);
+  throw new UserError(`invalid ${what}: ${issues.map((i) => i.message).join('; ')}`);
 }
 
 /**
