@@ -237,7 +237,7 @@ const REQUIRED: Record<string, string[]> = {
   'submit train': [...QUEUE_VARS, 'PATCHCORE_WEIGHTS'],
   'submit evaluate': QUEUE_VARS,
   demo: [...QUEUE_VARS, 'S3_ENDPOINT', 'PATCHCORE_WEIGHTS'],
-  'fetch-weights': ['S3_BUCKET', 'WEIGHTS_OBJECT_KEY', 'PATCHCORE_WEIGHTS'],
+  'fetch-weights': ['S3_BUCKET', 'WEIGHTS_OBJECT_KEY', 'WEIGHTS_SHA256', 'PATCHCORE_WEIGHTS'],
 };
 const WEIGHTS_ROLES = new Set(['worker features', 'worker score', 'worker scheduler', 'submit train', 'demo']);
 
@@ -321,6 +321,7 @@ interface ComposeService {
   image?: string;
   build?: { context: string; target?: string };
   command?: string[];
+  entrypoint?: string[];
   environment?: Record<string, string>;
   profiles?: string[];
   depends_on?: Record<string, { condition: string }>;
@@ -367,6 +368,26 @@ function secretTemplate(): Record<string, string> {
   assert.equal(s.metadata.name, 'patchcore-secrets');
   return s.stringData ?? {};
 }
+
+/** The Secret as an operator fills it in: every CHANGE_ME replaced (the services refuse the placeholder). */
+function filledSecret(): Record<string, string> {
+  return Object.fromEntries(Object.entries(secretTemplate()).map(([k, v]) => [k, v.replaceAll('CHANGE_ME', 'generated-0f3a9c2e71b4')]));
+}
+
+/**
+ * The S3 user of each role (its own keys <USER>_S3_* in the Secret, its policy k8s/base/minio-policies/<user>.json):
+ * a fetch-weights init container uses its pod's.
+ */
+const S3_USER_OF_ROLE: Record<string, string> = {
+  'worker features': 'feature-worker',
+  'worker index': 'index-worker',
+  'worker score': 'scorer',
+  'worker scheduler': 'producer',
+  'submit train': 'producer',
+  'submit evaluate': 'producer',
+};
+const S3_USERS = ['feature-worker', 'index-worker', 'scorer', 'producer'];
+const secretPrefix = (user: string): string => user.toUpperCase().replaceAll('-', '_');
 
 /** A ConfigMap by name; generated ones carry a hash suffix once rendered. */
 function configMap(objects: K8sObject[], name: string): K8sObject | undefined {
@@ -497,7 +518,14 @@ test('compose: Redis with AOF, MinIO with its bucket job, GPU and cpu-profile wo
   assert.ok(redis.command?.join(' ').includes('--maxmemory-policy noeviction'), 'BullMQ needs noeviction');
   assert.ok(redis.volumes?.some((v) => v.endsWith(':/data')), 'the AOF lives on a volume');
   const bucket = services['index-worker'].environment!.S3_BUCKET;
-  assert.deepEqual(services['minio-init'].command, ['mb', '--ignore-existing', `store/${bucket}`]);
+  // minio-init runs the set-up script Kubernetes runs (bucket, users, policies), on the bucket the services use.
+  assert.deepEqual(services['minio-init'].entrypoint, ['sh', '/opt/minio-setup/minio-setup.sh']);
+  assert.equal(services['minio-init'].environment!.S3_BUCKET, bucket);
+  assert.ok(read('k8s/base/minio-setup.sh').includes('mcs mb --ignore-existing "store/$S3_BUCKET"'));
+  assert.deepEqual(services['minio-init'].volumes, [
+    './k8s/base/minio-setup.sh:/opt/minio-setup/minio-setup.sh:ro',
+    `./k8s/base/minio-policies:${services['minio-init'].environment!.POLICY_DIR}:ro`,
+  ]);
   assert.match(interpolate(services['minio-init'].environment!.MC_HOST_store), /^http:\/\/[^:]+:[^@]{8,}@minio:9000$/);
   assert.equal(services['minio-init'].depends_on?.minio.condition, 'service_healthy');
 
@@ -685,10 +713,13 @@ test('k8s: workers probe /healthz and /readyz on HEALTH_PORT, get the time to fi
 });
 
 test('k8s: every patchcore container gets the variables its role needs, all read by the code and valid to it', () => {
-  const secret = secretTemplate();
-  for (const [key, value] of Object.entries(secret)) {
-    assert.ok(value.includes('CHANGE_ME') || ['redis:6379', 'disable'].includes(value), `secret template ${key}: "${value}" looks like a real value`);
+  const unfilledSecret = secretTemplate();
+  for (const [key, value] of Object.entries(unfilledSecret)) {
+    // User names (S3 access key ids, MinIO's root user) are not secrets; every password is the placeholder.
+    const userName = /(_S3_ACCESS_KEY_ID|^MINIO_ROOT_USER)$/.test(key) && /^patchcore-[a-z-]+$/.test(value);
+    assert.ok(value.includes('CHANGE_ME') || ['redis:6379', 'disable'].includes(value) || userName, `secret template ${key}: "${value}" looks like a real value`);
   }
+  const secret = filledSecret();
   const base = parseYaml(read('k8s/base/kustomization.yaml'), 'kustomization')[0] as { resources: string[] };
   assert.ok(!base.resources.some((f) => f.includes('secret')), 'the Secret template is not deployed by kustomize');
   for (const r of renderings) {
@@ -703,6 +734,13 @@ test('k8s: every patchcore container gets the variables its role needs, all read
         assert.ok(REQUIRED[role], `${where}: unknown role "${role}"`);
         validateEnv(role, env, where);
         checked++;
+        // Applied with the template's values unchanged, the container refuses to start, naming the variable.
+        const unfilled = containerEnv(c, r.objects, unfilledSecret, where);
+        if (Object.values(unfilled).some((v) => v.includes('CHANGE_ME'))) {
+          assert.throws(() => validateEnv(role, unfilled, where), /(REDIS_URL|S3_ACCESS_KEY_ID|S3_SECRET_ACCESS_KEY) still holds the placeholder CHANGE_ME/, where);
+        } else {
+          assert.fail(`${where}: gets no secret from the Secret at all`);
+        }
         if ('QUEUE_PREFIX' in env) prefixes.add(env.QUEUE_PREFIX);
         const mounts = c.volumeMounts ?? [];
         const mountOf = (path: string) => mounts.find((m) => path.startsWith(`${m.mountPath}/`));
@@ -845,7 +883,7 @@ test('k8s: KEDA scales each pool on its BullMQ wait and active lists, with QUEUE
     assert.ok(checkKeda(objects, 'site with {patchcore}').includes(`{patchcore}:${SCORE_QUEUE}:wait`));
     for (const o of objects) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, 'patchcore', `${o.kind}/${o.metadata.name}`);
     const kinds = objects.map((o) => `${o.kind}/${o.metadata.name}`);
-    for (const gone of ['StatefulSet/redis', 'StatefulSet/minio', 'Job/minio-create-bucket', 'Service/redis', 'Service/minio']) {
+    for (const gone of ['StatefulSet/redis', 'StatefulSet/minio', 'Job/minio-setup', 'Service/redis', 'Service/minio', 'NetworkPolicy/redis', 'NetworkPolicy/minio']) {
       assert.ok(!kinds.includes(gone), `external components remove ${gone}`);
     }
     assert.ok(kinds.includes('PodMonitor/patchcore-workers'));
