@@ -87,3 +87,13 @@ test('the sha256 is required: without WEIGHTS_SHA256 nothing is fetched', async 
     assert.ok(!existsSync(join(dir, 'no-sha')), 'nothing is downloaded');
   }
 });
+
+test('k8s/base/config.yaml\'s WEIGHTS_SHA256 is the sha256 of the shared weights file it names', async (t) => {
+  const { parse } = await import('yaml');
+  const config = parse(readFileSync(join(repoRoot, 'k8s/base/config.yaml'), 'utf8')) as { data: Record<string, string> };
+  const { WEIGHTS_OBJECT_KEY: key, WEIGHTS_SHA256: expected } = config.data;
+  assert.match(expected, /^[0-9a-f]{64}$/, 'WEIGHTS_SHA256 is set (the init container requires it)');
+  const shared = join(process.env.PATCHCORE_SHARED_DIR ?? join(repoRoot, '..', 'shared'), key);
+  if (!existsSync(shared)) return t.skip(`${shared} is not here`);
+  assert.equal(createHash('sha256').update(readFileSync(shared)).digest('hex'), expected, `sha256 of ${shared}`);
+});
