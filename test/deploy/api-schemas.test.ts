@@ -16,6 +16,8 @@ const K8S = join(repoRoot, 'k8s');
 
 const kubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0;
 const NO_KUBECTL = 'kubectl is not installed: kustomize renderings are not checked (install kubectl to run these)';
+// On CI a missing kubectl must not quietly turn the renderings' check off.
+if (!kubectl && process.env.CI === 'true') throw new Error(`${NO_KUBECTL}; CI needs kubectl 1.27 or newer (kustomize v5)`);
 
 function parseObjects(text: string, what: string): ApiObject[] {
   return parseAllDocuments(text).flatMap((d, i) => {

@@ -1,7 +1,9 @@
 // Static checks of the deployment files against the code they deploy: the Dockerfile, .dockerignore,
 // docker-compose.yml, the Kubernetes base (parsed as written) and, where kubectl is installed, every kustomize
-// rendering (base, overlays/cpu, overlays/gpu, and the optional components). Plus one live check that the KEDA
-// list names are the keys BullMQ really uses.
+// rendering (base, overlays/cpu, overlays/gpu, and the optional components). Plus live checks that the KEDA list
+// names are the keys BullMQ really uses and that Redis's flags do what they should, and the least-privilege checks:
+// one S3 user per service with policies matching the keys the code writes, NetworkPolicies matching who talks to
+// whom. (Validation against the Kubernetes API schemas is in api-schemas.test.ts.)
 //
 // Needs the YAML parser "yaml" (a devDependency); without it every test here fails with a message saying so.
 import { after, before, test } from 'node:test';
