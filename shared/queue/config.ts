@@ -18,6 +18,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import { UserError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { placeholderSecretProblems } from '../secret-placeholders.js';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 export const DEFAULT_QUEUE_PREFIX = 'bull';
@@ -145,11 +146,18 @@ function throwIssues(what: string, issues: readonly { message: string }[]): neve
   throw new UserError(`invalid ${what}: ${issues.map((i) => i.message).join('; ')}`);
 }
 
+/** Refuses a REDIS_URL still holding the Secret template's placeholder password (shared/secret-placeholders.ts). */
+function refusePlaceholderPassword(env: Record<string, string | undefined>): void {
+  const problems = placeholderSecretProblems(env, ['REDIS_URL']);
+  if (problems.length) throw new Error(`invalid Redis configuration: ${problems.join('; ')}`);
+}
+
 /**
  * Reads and validates REDIS_URL and QUEUE_PREFIX. Throws one Error listing every problem
  * ("invalid Redis configuration: REDIS_URL ...; QUEUE_PREFIX ..."); the password never appears in it.
  */
 export function redisConfigFromEnv(env: Record<string, string | undefined> = process.env): RedisConfig {
+  refusePlaceholderPassword(env);
   const parsed = RedisEnvSchema.safeParse({ REDIS_URL: env.REDIS_URL, QUEUE_PREFIX: env.QUEUE_PREFIX });
   if (!parsed.success) throwIssues('Redis configuration', parsed.error.issues);
   const url = new URL(parsed.data.REDIS_URL ?? DEFAULT_REDIS_URL);
