@@ -4,12 +4,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { z } from 'zod';
 import { startRedisServer, type RedisServer } from '../../shared/embedded/redis-server.js';
 import { startS3rver, type S3Server } from '../../shared/embedded/s3-server.js';
 import { accountRun } from '../../shared/distributed/accounting.js';
 import { createLogger } from '../../shared/log.js';
-import { defaultDatasetDir, defaultWeightsPath, repoRoot } from '../../shared/paths.js';
+import { repoRoot } from '../../shared/paths.js';
 import { sha256File } from '../../shared/pipeline/fit.js';
 import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/config.js';
 import { createFlowProducer } from '../../shared/queue/flows.js';
@@ -17,17 +16,19 @@ import { reportPrefix, shardName } from '../../shared/storage/keys.js';
 import { ObjectStore } from '../../shared/storage/object-store.js';
 import { storageConfigFromEnv } from '../../shared/storage/config.js';
 import { ingestDataset, submitEvaluation, submitTraining } from '../../services/producer/submit.js';
-import { intFlag, parseCommand, numberFlag } from '../args.js';
+import { defineCommand } from '../args.js';
+import { OPTIONS as O } from '../options.js';
 import { watchRun } from './pipeline.js';
 
-export const DEMO_USAGE = `patchcore demo [--data <category dir>] [--out <dir>] [options]
-  --data <dir>             MVTec AD style category (default: the shared bottle set)
-  --out <dir>              where the report is downloaded (default ./patchcore-demo)
-  --feature-workers <n>    feature worker processes (default 1)
-  --shard-size <n>         images per shard (default 32)
-  --per-shard-coreset <r>  merge-and-reduce: reduce each shard with its own coreset first
-  --weights <h5>           Keras ResNet-50 weights (default: the shared file)
-  Uses REDIS_URL and S3_ENDPOINT/S3_BUCKET/... when set; otherwise starts its own redis-server and s3rver.`;
+export const DEMO = defineCommand({
+  name: 'demo',
+  synopsis: '[--data <category dir>] [--out <dir>] [options]',
+  about: 'Uses REDIS_URL and S3_ENDPOINT/S3_BUCKET/... when set; otherwise starts its own redis-server and s3rver.',
+  options: [
+    O.data, O.out.default('patchcore-demo', './patchcore-demo'), O['feature-workers'], O['shard-size'], O['per-shard-coreset'], O.weights,
+  ],
+});
+export const DEMO_USAGE = DEMO.usage;
 
 const REDIS_MISSING = `redis-server was not found. Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis),
 or point the demo at an existing Redis with REDIS_URL=redis://host:6379 (or set REDIS_SERVER_BIN to the binary).`;
@@ -45,17 +46,7 @@ function stopChild(child: ChildProcess, ms = 30_000): Promise<void> {
 }
 
 export async function demoCommand(argv: string[]): Promise<void> {
-  const o = parseCommand('demo', argv, {
-    data: { type: 'string' }, out: { type: 'string' }, 'feature-workers': { type: 'string' }, 'shard-size': { type: 'string' },
-    'per-shard-coreset': { type: 'string' }, weights: { type: 'string' },
-  }, z.object({
-    data: z.string().default(() => defaultDatasetDir()),
-    out: z.string().default('patchcore-demo'),
-    'feature-workers': intFlag.refine((n) => n >= 1 && n <= 16, { message: 'expected 1 to 16' }).default(1),
-    'shard-size': intFlag.refine((n) => n >= 1, { message: 'expected a positive integer' }).default(32),
-    'per-shard-coreset': numberFlag.refine((r) => r > 0 && r <= 1, { message: 'expected a ratio in (0, 1]' }).optional(),
-    weights: z.string().default(() => defaultWeightsPath()),
-  }));
+  const o = DEMO.parse(argv);
   const log = createLogger('demo');
   const out = resolve(o.out);
   const dataDir = resolve(o.data);

@@ -2,9 +2,7 @@
 // Redis and S3 come from the environment (REDIS_URL, QUEUE_PREFIX, S3_*; see the README).
 import { resolve } from 'node:path';
 import { z } from 'zod';
-import { RECIPE_NAMES } from '../../shared/features/recipes.js';
 import { createLogger } from '../../shared/log.js';
-import { defaultWeightsPath } from '../../shared/paths.js';
 import { sha256File } from '../../shared/pipeline/fit.js';
 import { startProgress } from '../../shared/pipeline/progress.js';
 import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/config.js';
@@ -13,20 +11,24 @@ import { reportPrefix } from '../../shared/storage/keys.js';
 import { ObjectStore } from '../../shared/storage/object-store.js';
 import { listSchedules, removeSchedule, setSchedule } from '../../services/producer/scheduler.js';
 import { ingestDataset, runKindOf, submitEvaluation, submitTraining, waitForRun } from '../../services/producer/submit.js';
-import { UsageError, intFlag, numberFlag, parseCommand, sizeOrNone } from '../args.js';
+import { UsageError, defineCommand, positional } from '../args.js';
+import { FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, QUEUE_OPTIONS, allOptional } from '../options.js';
 
-const positiveInt = intFlag.refine((n) => n > 0, { message: 'expected a positive integer' });
-const ratio = numberFlag.refine((r) => r > 0 && r <= 1, { message: 'expected a ratio in (0, 1]' });
+const WORKER_KINDS = ['features', 'index', 'score', 'scheduler'] as const;
 
-export const WORKER_USAGE = `patchcore worker <features|index|score|scheduler>
-  Runs one worker of the distributed pipeline until SIGTERM/SIGINT (what each service's container runs).
-  Configuration from the environment: REDIS_URL, QUEUE_PREFIX, S3_ENDPOINT, S3_BUCKET, S3_REGION,
-  S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_FORCE_PATH_STYLE, WORKER_CONCURRENCY, HEALTH_PORT,
-  SHUTDOWN_GRACE_MS, LOCK_DURATION_MS, PATCHCORE_WEIGHTS, PATCHCORE_ENGINE, BATCH_SIZE, MODEL_CACHE_DIR.`;
+export const WORKER = defineCommand({
+  name: 'worker',
+  synopsis: `<${WORKER_KINDS.join('|')}>`,
+  about: `Runs one worker of the distributed pipeline until SIGTERM/SIGINT (what each service's container runs).
+Configuration from the environment: REDIS_URL, QUEUE_PREFIX, S3_ENDPOINT, S3_BUCKET, S3_REGION,
+S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_FORCE_PATH_STYLE, WORKER_CONCURRENCY, HEALTH_PORT,
+SHUTDOWN_GRACE_MS, LOCK_DURATION_MS, PATCHCORE_WEIGHTS, PATCHCORE_ENGINE, BATCH_SIZE, MODEL_CACHE_DIR.`,
+  positionals: [positional('kind', z.enum(WORKER_KINDS, { error: 'expected features, index, score or scheduler' }))],
+});
+export const WORKER_USAGE = WORKER.usage;
 
 export async function workerCommand(argv: string[]): Promise<void> {
-  const { kind } = parseCommand('worker', argv, {},
-    z.object({ kind: z.enum(['features', 'index', 'score', 'scheduler'], { error: 'expected features, index, score or scheduler' }) }), ['kind']);
+  const { kind } = WORKER.parse(argv);
   const starters = {
     features: async () => (await import('../../services/feature-worker/main.js')).startFeatureWorker(),
     index: async () => (await import('../../services/index-worker/main.js')).startIndexWorker(),
@@ -52,12 +54,17 @@ function producerContext(name: string) {
   return { log, store, connection, flows, prefix: redisConfig.prefix, close };
 }
 
-export const INGEST_USAGE = `patchcore ingest <category dir> --dataset <name>
-  Uploads a local MVTec-style folder to datasets/<name>/ in the bucket (S3_* variables).`;
+export const INGEST = defineCommand({
+  name: 'ingest',
+  synopsis: '<category dir> --dataset <name>',
+  about: 'Uploads a local MVTec-style folder to datasets/<name>/ in the bucket (S3_* variables).',
+  positionals: [positional('dir')],
+  options: [O.dataset],
+});
+export const INGEST_USAGE = INGEST.usage;
 
 export async function ingestCommand(argv: string[]): Promise<void> {
-  const opts = parseCommand('ingest', argv, { dataset: { type: 'string' } },
-    z.object({ dir: z.string({ error: 'is required' }), dataset: z.string({ error: 'is required' }) }), ['dir']);
+  const opts = INGEST.parse(argv);
   const store = ObjectStore.fromEnv();
   try {
     await store.ensureBucket();
@@ -68,36 +75,30 @@ export async function ingestCommand(argv: string[]): Promise<void> {
   }
 }
 
-export const SUBMIT_USAGE = `patchcore submit train --dataset <name> [options]
-  --category <name>          model category (default: the dataset name)
-  --recipe paper|seed        (default paper)   --coreset-ratio <r>  (default: the recipe's)
-  --per-shard-coreset <r>    reduce each shard with its own coreset first (merge-and-reduce)
-  --shard-size <n>           images per shard (default 32)     --batch-size <n>  (default 8)
-  --seed <n>  --resize <n|none>  --crop <n|none>  --run-id <id>  --version <id>
-  --weights <h5>             the weights file the workers use (its sha256 goes into the jobs)
-  --wait                     wait for the run and show its progress
-patchcore submit evaluate --dataset <name> [--category <name>] [--model-version <v>|latest] [--shard-size <n>]
-                          [--run-id <id>] [--wait]`;
+export const SUBMIT_TRAIN = defineCommand({
+  name: 'submit train',
+  synopsis: '--dataset <name> [options]',
+  about: 'The workers use the --weights file; its sha256 goes into the jobs.',
+  options: [...QUEUE_OPTIONS, ...MODEL_OPTIONS, O['per-shard-coreset'], O['batch-size'], O.seed, ...FRAME_OPTIONS, O.version, O.weights],
+});
+export const SUBMIT_EVALUATE = defineCommand({
+  name: 'submit evaluate',
+  synopsis: '--dataset <name> [options]',
+  options: [...QUEUE_OPTIONS, O['model-version']],
+});
+export const SUBMIT_USAGE = `${SUBMIT_TRAIN.usage}\n${SUBMIT_EVALUATE.usage}`;
 
 export async function submitCommand(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
   if (what !== 'train' && what !== 'evaluate') throw new UsageError('patchcore submit: expected "train" or "evaluate"');
+  // The flags are checked before connecting, so that a mistyped one is reported as such wherever Redis and S3 are.
+  const train = what === 'train' ? SUBMIT_TRAIN.parse(rest) : null;
+  const evaluate = what === 'evaluate' ? SUBMIT_EVALUATE.parse(rest) : null;
   const ctx = producerContext('producer');
   try {
     let submitted;
-    if (what === 'train') {
-      const o = parseCommand('submit train', rest, {
-        dataset: { type: 'string' }, category: { type: 'string' }, recipe: { type: 'string' },
-        'coreset-ratio': { type: 'string' }, 'per-shard-coreset': { type: 'string' }, 'shard-size': { type: 'string' },
-        'batch-size': { type: 'string' }, seed: { type: 'string' }, resize: { type: 'string' }, crop: { type: 'string' },
-        'run-id': { type: 'string' }, version: { type: 'string' }, weights: { type: 'string' }, wait: { type: 'boolean' },
-      }, z.object({
-        dataset: z.string({ error: 'is required' }), category: z.string().optional(), recipe: z.enum(RECIPE_NAMES).default('paper'),
-        'coreset-ratio': ratio.optional(), 'per-shard-coreset': ratio.optional(), 'shard-size': positiveInt.default(32),
-        'batch-size': positiveInt.default(8), seed: intFlag.default(0), resize: sizeOrNone.default(256), crop: sizeOrNone.default(224),
-        'run-id': z.string().optional(), version: z.string().optional(),
-        weights: z.string().default(() => defaultWeightsPath()), wait: z.boolean().default(false),
-      }));
+    if (train) {
+      const o = train;
       const weightsPath = resolve(o.weights);
       submitted = await submitTraining(ctx, {
         dataset: o.dataset, category: o.category, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
@@ -108,13 +109,7 @@ export async function submitCommand(argv: string[]): Promise<void> {
       process.stdout.write(JSON.stringify(submitted) + '\n');
       if (o.wait) await waitAndPrint(ctx, submitted.runId, 'training');
     } else {
-      const o = parseCommand('submit evaluate', rest, {
-        dataset: { type: 'string' }, category: { type: 'string' }, 'model-version': { type: 'string' },
-        'shard-size': { type: 'string' }, 'run-id': { type: 'string' }, wait: { type: 'boolean' },
-      }, z.object({
-        dataset: z.string({ error: 'is required' }), category: z.string().optional(), 'model-version': z.string().default('latest'),
-        'shard-size': positiveInt.default(32), 'run-id': z.string().optional(), wait: z.boolean().default(false),
-      }));
+      const o = evaluate!;
       submitted = await submitEvaluation(ctx, {
         dataset: o.dataset, category: o.category, version: o['model-version'], shardSize: o['shard-size'], runId: o['run-id'],
       });
@@ -155,12 +150,17 @@ async function waitAndPrint(ctx: ReturnType<typeof producerContext>, runId: stri
   process.stdout.write(JSON.stringify({ runId, state: final.state, result: final.parent?.returnValue ?? null }) + '\n');
 }
 
-export const STATUS_USAGE = `patchcore status <run id> [--watch]
-  Shows a run's state and its shards' progress; --watch follows it to the end with a progress bar.`;
+export const STATUS = defineCommand({
+  name: 'status',
+  synopsis: '<run id> [--watch]',
+  about: 'Shows a run\'s state and its shards\' progress.',
+  positionals: [positional('run')],
+  options: [O.watch],
+});
+export const STATUS_USAGE = STATUS.usage;
 
 export async function statusCommand(argv: string[]): Promise<void> {
-  const o = parseCommand('status', argv, { watch: { type: 'boolean' } },
-    z.object({ run: z.string({ error: 'is required' }), watch: z.boolean().default(false) }), ['run']);
+  const o = STATUS.parse(argv);
   const ctx = producerContext('status');
   try {
     const kind = await runKindOf(ctx.connection, o.run, ctx.prefix);
@@ -172,14 +172,18 @@ export async function statusCommand(argv: string[]): Promise<void> {
   }
 }
 
-export const REPORT_USAGE = `patchcore report get <run id> <dir>
-  Downloads reports/<run id>/ (metrics.json, scores.csv, index.html, plots, gallery) into <dir>.`;
+export const REPORT_GET = defineCommand({
+  name: 'report get',
+  synopsis: '<run id> <dir>',
+  about: 'Downloads reports/<run id>/ (metrics.json, scores.csv, index.html, plots, gallery) into <dir>.',
+  positionals: [positional('run'), positional('dir')],
+});
+export const REPORT_USAGE = REPORT_GET.usage;
 
 export async function reportCommand(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
   if (what !== 'get') throw new UsageError('patchcore report: expected "get"');
-  const o = parseCommand('report get', rest, {},
-    z.object({ run: z.string({ error: 'is required' }), dir: z.string({ error: 'is required' }) }), ['run', 'dir']);
+  const o = REPORT_GET.parse(rest);
   const store = ObjectStore.fromEnv();
   try {
     const r = await store.downloadPrefix(reportPrefix(o.run), resolve(o.dir));
@@ -190,41 +194,45 @@ export async function reportCommand(argv: string[]): Promise<void> {
   }
 }
 
-export const SCHEDULE_USAGE = `patchcore schedule set <category> --dataset <name> --cron "<expr>" [--tz <zone>] [--recipe paper|seed]
-                      [--coreset-ratio <r>] [--per-shard-coreset <r>] [--shard-size <n>]
-patchcore schedule list
-patchcore schedule remove <category>
+export const SCHEDULE_SET = defineCommand({
+  name: 'schedule set',
+  synopsis: '<category> --dataset <name> --cron "<expr>" [options]',
+  positionals: [positional('category')],
+  // What is not given stays out of the schedule: each run applies the defaults of its time.
+  options: [O.dataset, O.cron, O.tz, ...allOptional([...MODEL_OPTIONS, O['per-shard-coreset'], O['shard-size']])],
+});
+export const SCHEDULE_LIST = defineCommand({ name: 'schedule list' });
+export const SCHEDULE_REMOVE = defineCommand({ name: 'schedule remove', positionals: [positional('category')] });
+export const SCHEDULE_USAGE = `${SCHEDULE_SET.usage}
+${SCHEDULE_LIST.usage}
+${SCHEDULE_REMOVE.usage}
   Scheduled retraining with a BullMQ job scheduler: at every cron tick a \`patchcore worker scheduler\` process submits
   a training run of the dataset; each run writes a new model version and moves the category's latest pointer
   only once that version is complete.`;
 
 export async function scheduleCommand(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
+  // The flags are checked before connecting, so that a mistyped one is reported as such wherever Redis is.
+  const set = what === 'set' ? SCHEDULE_SET.parse(rest) : null;
+  const remove = what === 'remove' ? SCHEDULE_REMOVE.parse(rest) : null;
+  if (what === 'list') SCHEDULE_LIST.parse(rest);
+  if (!set && !remove && what !== 'list') throw new UsageError('patchcore schedule: expected "set", "list" or "remove"');
   const ctx = producerContext('schedule');
   try {
-    if (what === 'set') {
-      const o = parseCommand('schedule set', rest, {
-        dataset: { type: 'string' }, cron: { type: 'string' }, tz: { type: 'string' }, recipe: { type: 'string' },
-        'coreset-ratio': { type: 'string' }, 'per-shard-coreset': { type: 'string' }, 'shard-size': { type: 'string' },
-      }, z.object({
-        category: z.string({ error: 'is required' }), dataset: z.string({ error: 'is required' }),
-        cron: z.string({ error: 'is required' }), tz: z.string().optional(), recipe: z.enum(RECIPE_NAMES).optional(),
-        'coreset-ratio': ratio.optional(), 'per-shard-coreset': ratio.optional(), 'shard-size': positiveInt.optional(),
-      }), ['category']);
+    if (set) {
+      const o = set;
       const r = await setSchedule(ctx.connection, ctx.prefix, {
         category: o.category, dataset: o.dataset, cron: o.cron, tz: o.tz, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
         perShardCoresetRatio: o['per-shard-coreset'] ?? null, shardSize: o['shard-size'],
       });
       process.stdout.write(JSON.stringify({ scheduler: r.id, next: r.next ? new Date(r.next).toISOString() : null }) + '\n');
-    } else if (what === 'list') {
-      process.stdout.write(JSON.stringify(await listSchedules(ctx.connection, ctx.prefix), null, 2) + '\n');
-    } else if (what === 'remove') {
-      const o = parseCommand('schedule remove', rest, {}, z.object({ category: z.string({ error: 'is required' }) }), ['category']);
+    } else if (remove) {
+      const o = remove;
       const removed = await removeSchedule(ctx.connection, ctx.prefix, o.category);
       if (!removed) throw new Error(`no retraining schedule for category "${o.category}"`);
       process.stdout.write(JSON.stringify({ removed: o.category }) + '\n');
     } else {
-      throw new UsageError('patchcore schedule: expected "set", "list" or "remove"');
+      process.stdout.write(JSON.stringify(await listSchedules(ctx.connection, ctx.prefix), null, 2) + '\n');
     }
   } finally {
     await ctx.close();
