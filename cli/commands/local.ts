@@ -11,7 +11,7 @@ import { createLogger } from '../../shared/log.js';
 import { defaultDatasetDir, defaultWeightsPath } from '../../shared/paths.js';
 import { fitModel } from '../../shared/pipeline/fit.js';
 import { compareModels, evaluateModel } from '../../shared/pipeline/evaluate.js';
-import type { EvaluationMetrics } from '../../shared/pipeline/metrics.js';
+import type { EvaluationMetrics } from '../../shared/evaluation/types.js';
 import { UsageError, intFlag, numberFlag, parseCommand, sizeOrNone } from '../args.js';
 
 const positiveInt = intFlag.refine((n) => n > 0, { message: 'expected a positive integer' });

@@ -6,7 +6,7 @@ import { RECIPE_NAMES } from '../../shared/features/recipes.js';
 import { createLogger } from '../../shared/log.js';
 import { defaultWeightsPath } from '../../shared/paths.js';
 import { sha256File } from '../../shared/pipeline/fit.js';
-import { startProgress } from '../../shared/pipeline/progress.js';
+import { startProgress } from '../../shared/run/progress.js';
 import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/config.js';
 import { createFlowProducer, runProgress, type RunKind, type RunProgress } from '../../shared/queue/flows.js';
 import { reportPrefix } from '../../shared/storage/keys.js';

@@ -8,7 +8,7 @@ import { getRecipe } from '../features/recipes.js';
 import type { Logger } from '../log.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type ModelManifest } from '../model/manifest.js';
 import { buildBankInThread } from '../pipeline/bank-thread.js';
-import { StageTimer, peakRssMiB } from '../pipeline/timings.js';
+import { StageTimer, peakRssMiB } from '../run/timings.js';
 import type { BuildIndexPayload } from '../queue/jobs.js';
 import { embeddingsKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';

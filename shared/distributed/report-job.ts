@@ -3,8 +3,9 @@
 // gallery). The report's index.html is written last.
 import { decodeMask, maskToFrame } from '../image/index.js';
 import type { Logger } from '../log.js';
-import { computeMetrics, type EvaluationMetrics, type ScoredImage } from '../pipeline/metrics.js';
-import { StageTimer, peakRssMiB } from '../pipeline/timings.js';
+import { computeMetrics } from '../evaluation/metrics.js';
+import type { EvaluationMetrics, ScoredImage } from '../evaluation/types.js';
+import { StageTimer, peakRssMiB } from '../run/timings.js';
 import type { ReportPayload } from '../queue/jobs.js';
 import { buildReport, type ReportImage, type ReportWriter } from '../report/index.js';
 import { mapsKey, reportKey, reportPrefix, scoresKey } from '../storage/keys.js';

@@ -6,7 +6,7 @@ import { getRecipe } from '../features/recipes.js';
 import type { Logger } from '../log.js';
 import { extractFeatures } from '../pipeline/extract.js';
 import { scoreImage } from '../pipeline/score-image.js';
-import { StageTimer } from '../pipeline/timings.js';
+import { StageTimer } from '../run/timings.js';
 import type { ScoreShardPayload } from '../queue/jobs.js';
 import { mapsKey, scoresKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
