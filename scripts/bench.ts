@@ -135,8 +135,8 @@ async function main(): Promise<void> {
   process.env.LOG_LEVEL ??= 'warn';
   const { createLogger } = await import('../shared/log.js');
   const { defaultDatasetDir, defaultWeightsPath, sharedDir } = await import('../shared/paths.js');
-  const { fitModel } = await import('../shared/pipeline/fit.js');
-  const { evaluateModel } = await import('../shared/pipeline/evaluate.js');
+  const { fitModel } = await import('../shared/local/fit.js');
+  const { evaluateModel } = await import('../shared/local/evaluate.js');
   const { peakRssMiB } = await import('../shared/run/timings.js');
 
   if (values.engine !== 'onnx' && values.engine !== 'tfjs') throw new Error(`--engine must be tfjs or onnx, got "${values.engine}"`);

@@ -9,8 +9,8 @@ import { ENGINE_NAMES } from '../../shared/backbone/engine.js';
 import { RECIPE_NAMES } from '../../shared/features/recipes.js';
 import { createLogger } from '../../shared/log.js';
 import { defaultDatasetDir, defaultWeightsPath } from '../../shared/paths.js';
-import { fitModel } from '../../shared/pipeline/fit.js';
-import { compareModels, evaluateModel } from '../../shared/pipeline/evaluate.js';
+import { fitModel } from '../../shared/local/fit.js';
+import { compareModels, evaluateModel } from '../../shared/local/evaluate.js';
 import type { EvaluationMetrics } from '../../shared/evaluation/types.js';
 import { UsageError, intFlag, numberFlag, parseCommand, sizeOrNone } from '../args.js';
 

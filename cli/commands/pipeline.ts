@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { RECIPE_NAMES } from '../../shared/features/recipes.js';
 import { createLogger } from '../../shared/log.js';
 import { defaultWeightsPath } from '../../shared/paths.js';
-import { sha256File } from '../../shared/pipeline/fit.js';
+import { sha256File } from '../../shared/pipeline/weights.js';
 import { startProgress } from '../../shared/run/progress.js';
 import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/config.js';
 import { createFlowProducer, runProgress, type RunKind, type RunProgress } from '../../shared/queue/flows.js';

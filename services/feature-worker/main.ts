@@ -2,7 +2,7 @@
 import { createBackbone } from '../../shared/backbone/engine.js';
 import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
 import { extractShardFeatures } from '../../shared/distributed/shard-features.js';
-import { sha256File } from '../../shared/pipeline/fit.js';
+import { sha256File } from '../../shared/pipeline/weights.js';
 import { FEATURES_QUEUE } from '../../shared/queue/jobs.js';
 import { startWorker } from '../../shared/queue/worker-runtime.js';
 

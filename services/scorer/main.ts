@@ -5,7 +5,7 @@ import { ModelCache } from '../../shared/distributed/model-store.js';
 import { buildRunReport } from '../../shared/distributed/report-job.js';
 import { scoreShard } from '../../shared/distributed/score-shard.js';
 import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
-import { sha256File } from '../../shared/pipeline/fit.js';
+import { sha256File } from '../../shared/pipeline/weights.js';
 import { REPORT_QUEUE, SCORE_QUEUE } from '../../shared/queue/jobs.js';
 import { startWorker } from '../../shared/queue/worker-runtime.js';
 
