@@ -16,7 +16,7 @@ export async function startFeatureWorker(opts: { handleSignals?: boolean } = {})
     ...workerDefaults(ctx, opts.handleSignals),
     handler: (payload, job) =>
       extractShardFeatures(payload, {
-        store: ctx.store, backbone, weightsSha256, log: job.log,
+        store: ctx.store, backbone, weightsSha256, log: job.log, job: job.job,
         progress: (done, total) => job.progress({ done, total }),
       }),
   });

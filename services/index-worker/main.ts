@@ -13,7 +13,7 @@ export async function startIndexWorker(opts: { handleSignals?: boolean } = {}): 
     ...workerDefaults(ctx, opts.handleSignals),
     handler: async (payload, job) => {
       const shards = await collectShardResults<ShardFeaturesResult>(job.job, payload.shards);
-      return mergeShardsIntoModel(payload, shards, { store: ctx.store, log: job.log });
+      return mergeShardsIntoModel(payload, shards, { store: ctx.store, log: job.log, job: job.job });
     },
   });
   return runningService(ctx, [handle]);

@@ -24,7 +24,7 @@ export async function startScorer(opts: { handleSignals?: boolean } = {}): Promi
     alsoExport: () => (reports ? [reports] : []),
     handler: (payload, job) =>
       scoreShard(payload, {
-        store: ctx.store, models, backbone, weightsSha256, log: job.log, batchSize: settings.batchSize,
+        store: ctx.store, models, backbone, weightsSha256, log: job.log, job: job.job, batchSize: settings.batchSize,
         progress: (done, total) => job.progress({ done, total }),
       }),
   });
@@ -33,7 +33,7 @@ export async function startScorer(opts: { handleSignals?: boolean } = {}): Promi
     queue: REPORT_QUEUE,
     concurrency: 1,
     healthPort: null,
-    handler: (payload, job) => buildRunReport(payload, { store: ctx.store, models, log: job.log }),
+    handler: (payload, job) => buildRunReport(payload, { store: ctx.store, models, log: job.log, job: job.job }),
   });
   return runningService(ctx, [scoring, reports], () => backbone.dispose());
 }

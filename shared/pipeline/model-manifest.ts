@@ -5,7 +5,7 @@ import type { HnswParams } from '../bank/index.js';
 import type { FeatureRecipe } from '../features/recipes.js';
 import type { FrameSpec } from '../image/index.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type ModelManifest } from '../model/manifest.js';
-import { peakRssMiB } from '../run/timings.js';
+import { peakRssMiB, type JobTimings } from '../run/timings.js';
 
 export interface PatchcoreManifestInput {
   category: string;
@@ -20,7 +20,7 @@ export interface PatchcoreManifestInput {
   coreset: { ratio: number | null; projectionDim: number; seed: number; trainPatches: number };
   bank: { count: number; hnsw: HnswParams };
   scoring: { sigma?: number; reweightNeighbours?: number | null };
-  training: { images: number; skipped: { id: string; error: string }[]; timings_ms: Record<string, number> };
+  training: { images: number; skipped: { id: string; error: string }[]; timings_ms: Record<string, number>; jobs?: Record<string, JobTimings> };
   validation?: ModelManifest['validation'];
 }
 
@@ -45,7 +45,10 @@ export function buildPatchcoreManifest(m: PatchcoreManifestInput): ModelManifest
     coreset: { ratio: m.coreset.ratio, target: m.bank.count, projectionDim: m.coreset.projectionDim, seed: m.coreset.seed, trainPatches: m.coreset.trainPatches },
     bank: { count: m.bank.count, dim: m.recipe.dim, hnsw: m.bank.hnsw },
     scoring: { sigma: m.scoring.sigma ?? 4, reweightNeighbours: m.scoring.reweightNeighbours ?? null },
-    training: { images: m.training.images, skipped: m.training.skipped, timings_ms: m.training.timings_ms, peak_rss_mib: peakRssMiB() },
+    training: {
+      images: m.training.images, skipped: m.training.skipped, timings_ms: m.training.timings_ms, peak_rss_mib: peakRssMiB(),
+      ...(m.training.jobs ? { jobs: m.training.jobs } : {}),
+    },
     ...(m.validation ? { validation: m.validation } : {}),
   };
 }
