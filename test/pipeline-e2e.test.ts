@@ -88,7 +88,7 @@ test('distributed train + evaluate equals in-process fit + evaluate on the same 
 
     // The same images and settings in one process.
     const localModel = join(work, 'model');
-    await fitModel({ dataDir: data, modelDir: localModel, weightsPath: defaultWeightsPath(), coresetRatio: 0.1, logger: log });
+    await fitModel({ dataDir: data, modelDir: localModel, weightsPath: defaultWeightsPath(), coresetRatio: 0.1, category: 'bottle', logger: log });
     const localOut = join(work, 'eval');
     const local = await evaluateModel({ modelDir: localModel, dataDir: data, outDir: localOut, weightsPath: defaultWeightsPath(), logger: log });
 

@@ -38,6 +38,8 @@ export interface FitOptions {
   validationSplit?: number;
   sigma?: number;
   reweightNeighbours?: number | null;
+  /** The model's category (default: the data folder's name). */
+  category?: string;
   logger: Logger;
 }
 
@@ -101,7 +103,7 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
   await bank.save(opts.modelDir);
 
   const manifest = buildPatchcoreManifest({
-    category: dataset.category, recipe, grid: [features.gridH, features.gridW],
+    category: opts.category ?? dataset.category, recipe, grid: [features.gridH, features.gridW],
     weights: { file: opts.weightsPath, sha256: weightsSha }, engine: backbone.name, backend: backbone.backend, frame,
     coreset: { ratio, projectionDim, seed, trainPatches: features.rows },
     bank: { count: bank.count, hnsw },
