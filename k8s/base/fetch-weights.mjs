@@ -1,7 +1,8 @@
 // Init container of the pods that need the ResNet-50 weights (feature worker, scorer, retraining job). The
 // weights are not in the image (their licence), so they live in the bucket: this copies the object
 // $WEIGHTS_OBJECT_KEY to $PATCHCORE_WEIGHTS (an emptyDir shared with the main container), with the workers' own
-// S3_* settings and storage client, and checks the file's sha256 when $WEIGHTS_SHA256 is set.
+// S3_* settings and storage client, and refuses a file whose sha256 is not $WEIGHTS_SHA256 (required: a bucket
+// writable by mistake must not be able to swap the backbone of every worker).
 // Runs in the patchcore image from its working directory (/app), mounted from the ConfigMap patchcore-scripts:
 //   node --import tsx /opt/patchcore/fetch-weights.mjs
 import { createHash } from 'node:crypto';
@@ -17,12 +18,11 @@ const log = (msg, fields = {}) => process.stderr.write(JSON.stringify({ name: 'f
 async function main() {
   const key = process.env.WEIGHTS_OBJECT_KEY?.trim();
   const target = process.env.PATCHCORE_WEIGHTS?.trim();
-  const expected = process.env.WEIGHTS_SHA256?.trim().toLowerCase() || null;
+  const expected = process.env.WEIGHTS_SHA256?.trim().toLowerCase();
   if (!key) throw new Error('WEIGHTS_OBJECT_KEY is not set: the object key of the weights file in the bucket');
   if (!target) throw new Error('PATCHCORE_WEIGHTS is not set: where the weights file goes');
-  if (expected !== null && !/^[0-9a-f]{64}$/.test(expected)) {
-    throw new Error(`WEIGHTS_SHA256 "${expected}" is not a sha256 (64 hex digits)`);
-  }
+  if (!expected) throw new Error('WEIGHTS_SHA256 is not set: the sha256 the weights file must have (sha256sum <file>)');
+  if (!/^[0-9a-f]{64}$/.test(expected)) throw new Error(`WEIGHTS_SHA256 "${expected}" is not a sha256 (64 hex digits)`);
   const { storageConfigFromEnv } = await app('shared/storage/config.ts');
   const { ObjectStore } = await app('shared/storage/object-store.ts');
   const config = storageConfigFromEnv(process.env);
@@ -44,7 +44,7 @@ async function main() {
       createWriteStream(partial),
     );
     const sha256 = hash.digest('hex');
-    if (expected !== null && sha256 !== expected) {
+    if (sha256 !== expected) {
       throw new Error(`s3://${config.bucket}/${key} has sha256 ${sha256}, but WEIGHTS_SHA256 is ${expected}`);
     }
     await rename(partial, file);

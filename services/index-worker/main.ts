@@ -4,17 +4,17 @@ import { runningService, serviceContext, workerDefaults, type RunningService } f
 import type { ShardFeaturesResult } from '../../shared/distributed/shard-features.js';
 import { collectShardResults } from '../../shared/queue/flows.js';
 import { INDEX_QUEUE } from '../../shared/queue/jobs.js';
-import { startWorker } from '../../shared/queue/worker-runtime.js';
+import { WorkerRuntime } from '../../shared/queue/worker-runtime.js';
 
 export async function startIndexWorker(opts: { handleSignals?: boolean } = {}): Promise<RunningService> {
   const ctx = serviceContext('index-worker');
-  const handle = await startWorker({
-    queue: INDEX_QUEUE,
-    ...workerDefaults(ctx, opts.handleSignals),
-    handler: async (payload, job) => {
+  const worker = await new WorkerRuntime(
+    INDEX_QUEUE,
+    async (payload, job) => {
       const shards = await collectShardResults<ShardFeaturesResult>(job.job, payload.shards);
       return mergeShardsIntoModel(payload, shards, { store: ctx.store, log: job.log, job: job.job });
     },
-  });
-  return runningService(ctx, [handle]);
+    workerDefaults(ctx, opts.handleSignals),
+  ).start();
+  return runningService(ctx, [worker]);
 }

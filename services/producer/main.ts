@@ -2,7 +2,7 @@
 import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
 import { sha256File } from '../../shared/pipeline/weights.js';
 import { SCHEDULE_QUEUE } from '../../shared/queue/jobs.js';
-import { startWorker } from '../../shared/queue/worker-runtime.js';
+import { WorkerRuntime } from '../../shared/queue/worker-runtime.js';
 import { runRetrain } from './scheduler.js';
 
 /** A scheduler job's id ends with the tick's time in ms (repeat:<scheduler>:<millis>). */
@@ -14,14 +14,13 @@ export function tickOf(jobId: string | undefined, fallback: number): number {
 export async function startScheduler(opts: { handleSignals?: boolean } = {}): Promise<RunningService> {
   const ctx = serviceContext('scheduler');
   const weights = { file: ctx.settings.weightsPath, sha256: await sha256File(ctx.settings.weightsPath) };
-  const handle = await startWorker({
-    queue: SCHEDULE_QUEUE,
-    ...workerDefaults(ctx, opts.handleSignals),
-    concurrency: 1,
-    handler: (payload, job) =>
+  const worker = await new WorkerRuntime(
+    SCHEDULE_QUEUE,
+    (payload, job) =>
       runRetrain(payload, tickOf(job.job.id, job.job.timestamp), {
         store: ctx.store, connection: ctx.connection, prefix: ctx.redisConfig.prefix, log: job.log, weights,
       }),
-  });
-  return runningService(ctx, [handle]);
+    { ...workerDefaults(ctx, opts.handleSignals), concurrency: 1 },
+  ).start();
+  return runningService(ctx, [worker]);
 }

@@ -7,7 +7,7 @@ import { scoreShard } from '../../shared/distributed/score-shard.js';
 import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
 import { sha256File } from '../../shared/pipeline/weights.js';
 import { REPORT_QUEUE, SCORE_QUEUE } from '../../shared/queue/jobs.js';
-import { startWorker } from '../../shared/queue/worker-runtime.js';
+import { WorkerRuntime } from '../../shared/queue/worker-runtime.js';
 
 export async function startScorer(opts: { handleSignals?: boolean } = {}): Promise<RunningService> {
   const ctx = serviceContext('scorer');
@@ -16,24 +16,20 @@ export async function startScorer(opts: { handleSignals?: boolean } = {}): Promi
   const backbone = await createBackbone({ engine: settings.engine, weightsPath: settings.weightsPath, logger: ctx.log });
   const models = new ModelCache(ctx.store, settings.modelCacheDir);
   const common = workerDefaults(ctx, opts.handleSignals);
-  // The report worker has no port of its own: the score worker's /metrics exports it too.
-  let reports: Awaited<ReturnType<typeof startWorker>> | null = null;
-  const scoring = await startWorker({
-    ...common,
-    queue: SCORE_QUEUE,
-    alsoExport: () => (reports ? [reports] : []),
-    handler: (payload, job) =>
+  const scoring = await new WorkerRuntime(
+    SCORE_QUEUE,
+    (payload, job) =>
       scoreShard(payload, {
         store: ctx.store, models, backbone, weightsSha256, log: job.log, job: job.job, batchSize: settings.batchSize,
         progress: (done, total) => job.progress({ done, total }),
       }),
-  });
-  reports = await startWorker({
-    ...common,
-    queue: REPORT_QUEUE,
-    concurrency: 1,
-    healthPort: null,
-    handler: (payload, job) => buildRunReport(payload, { store: ctx.store, models, log: job.log, job: job.job }),
-  });
+    common,
+  ).start();
+  // No port of its own: it shares the process's metrics registry, which the score worker's /metrics serves.
+  const reports = await new WorkerRuntime(
+    REPORT_QUEUE,
+    (payload, job) => buildRunReport(payload, { store: ctx.store, models, log: job.log, job: job.job }),
+    { ...common, concurrency: 1, healthPort: null },
+  ).start();
   return runningService(ctx, [scoring, reports], () => backbone.dispose());
 }

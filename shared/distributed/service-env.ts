@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ENGINE_NAMES, type EngineName } from '../backbone/engine.js';
+import { UserError } from '../errors.js';
 import { defaultWeightsPath } from '../paths.js';
 
 export interface ServiceSettings {
@@ -29,7 +30,7 @@ export function serviceSettingsFromEnv(env: Record<string, string | undefined> =
   const parsed = Schema.safeParse(clean);
   if (!parsed.success) {
     const i = parsed.error.issues[0];
-    throw new Error(`${String(i.path[0])}: ${i.message}`);
+    throw new UserError(`${String(i.path[0])}: ${i.message}`);
   }
   return {
     weightsPath: resolve(clean.PATCHCORE_WEIGHTS ?? defaultWeightsPath()),

@@ -1,12 +1,13 @@
-// Start-up shared by every worker process: configuration from the environment, Redis and S3 clients, and an
-// orderly exit once its workers have closed (on SIGTERM/SIGINT, or when the caller closes them).
+// Start-up shared by every worker process: configuration from the environment, Redis and S3 clients, the process's
+// metrics registry, and an orderly exit once its workers have closed (on SIGTERM/SIGINT, or when the caller closes them).
 import type { Redis } from 'ioredis';
 import { createLogger, type Logger } from '../log.js';
 import {
   createRedisConnection, redisConfigFromEnv, workerSettingsFromEnv,
   type RedisConfig, type WorkerSettings,
 } from '../queue/config.js';
-import type { WorkerHandle } from '../queue/worker-runtime.js';
+import { WorkerMetrics } from '../queue/metrics.js';
+import type { WorkerRuntimeOptions } from '../queue/worker-runtime.js';
 import { storageConfigFromEnv } from '../storage/config.js';
 import { ObjectStore } from '../storage/object-store.js';
 import { serviceSettingsFromEnv, type ServiceSettings } from './service-env.js';
@@ -18,10 +19,19 @@ export interface ServiceContext {
   store: ObjectStore;
   worker: WorkerSettings;
   settings: ServiceSettings;
+  /** The one metrics registry of the process: every worker of it adds its queue, /metrics serves them all. */
+  metrics: WorkerMetrics;
+}
+
+/** What runningService needs of a started worker. */
+export interface StoppableWorker {
+  close(): Promise<void>;
+  readonly closed: Promise<void>;
 }
 
 export interface RunningService {
-  handles: WorkerHandle[];
+  /** The started workers (the name is read by cli/commands/pipeline.ts). */
+  handles: StoppableWorker[];
   /** Closes every worker (gracefully), then the connections. */
   close(): Promise<void>;
 }
@@ -35,12 +45,13 @@ export function serviceContext(name: string, env: Record<string, string | undefi
   const connection = createRedisConnection(redisConfig, { mode: 'blocking', connectionName: name, logger: log });
   // The plain redacted views: pino's redaction cannot serialise the config classes themselves.
   log.info({ redis: redisConfig.toJSON(), storage: store.config.toJSON(), worker, settings }, `${name} starting`);
-  return { log, redisConfig, connection, store, worker, settings };
+  return { log, redisConfig, connection, store, worker, settings, metrics: new WorkerMetrics() };
 }
 
-/** The startWorker options every service takes from its context: connection, prefix, logger and the settings. */
-export function workerDefaults(ctx: ServiceContext, handleSignals?: boolean) {
+/** The WorkerRuntime options every service takes from its context: connection, prefix, logger, metrics, settings. */
+export function workerDefaults(ctx: ServiceContext, handleSignals?: boolean): WorkerRuntimeOptions {
   return {
+    metrics: ctx.metrics,
     connection: ctx.connection,
     prefix: ctx.redisConfig.prefix,
     logger: ctx.log,
@@ -53,20 +64,21 @@ export function workerDefaults(ctx: ServiceContext, handleSignals?: boolean) {
 }
 
 /** Wraps started workers so the process closes its connections once they have all stopped. */
-export function runningService(ctx: ServiceContext, handles: WorkerHandle[], cleanup: () => void = () => {}): RunningService {
+export function runningService(ctx: ServiceContext, workers: StoppableWorker[], cleanup: () => void = () => {}): RunningService {
   let closing: Promise<void> | null = null;
   const finish = async () => {
-    await Promise.all(handles.map((h) => h.closed));
+    await Promise.all(workers.map((w) => w.closed));
     cleanup();
+    await ctx.metrics.close();
     ctx.store.destroy();
     await ctx.connection.quit().catch(() => ctx.connection.disconnect());
     ctx.log.info('stopped');
   };
   const done = finish();
   return {
-    handles,
+    handles: workers,
     close() {
-      closing ??= Promise.all(handles.map((h) => h.close())).then(() => done);
+      closing ??= Promise.all(workers.map((w) => w.close())).then(() => done);
       return closing;
     },
   };

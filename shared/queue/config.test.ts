@@ -125,6 +125,7 @@ test('worker settings: defaults, values and errors naming the variable', () => {
   assert.throws(
     () => workerSettingsFromEnv({ HEALTH_PORT: '70000', WORKER_CONCURRENCY: 'two' }),
     {
+      name: 'UserError',
       message:
         'invalid worker configuration: WORKER_CONCURRENCY must be an integer from 1 to 256, got "two"; ' +
         'HEALTH_PORT must be an integer from 0 to 65535, got "70000"',

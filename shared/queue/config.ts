@@ -16,7 +16,9 @@ import { isIP } from 'node:net';
 import { inspect } from 'node:util';
 import { Redis, type RedisOptions } from 'ioredis';
 import { z } from 'zod';
+import { UserError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { placeholderSecretProblems } from '../secret-placeholders.js';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 export const DEFAULT_QUEUE_PREFIX = 'bull';
@@ -138,9 +140,16 @@ const RedisEnvSchema = z.object({
   }),
 });
 
+/** A setting the user must fix: a UserError, whose message the CLI prints without a stack. */
 function throwIssues(what: string, issues: readonly { message: string }[]): never {
   // Only our own messages (which never hold secrets) are used; the ZodError itself is not attached.
-  throw new Error(`invalid ${what}: ${issues.map((i) => i.message).join('; ')}`);
+  throw new UserError(`invalid ${what}: ${issues.map((i) => i.message).join('; ')}`);
+}
+
+/** Refuses a REDIS_URL still holding the Secret template's placeholder password (shared/secret-placeholders.ts). */
+function refusePlaceholderPassword(env: Record<string, string | undefined>): void {
+  const problems = placeholderSecretProblems(env, ['REDIS_URL']);
+  if (problems.length) throw new Error(`invalid Redis configuration: ${problems.join('; ')}`);
 }
 
 /**
@@ -148,6 +157,7 @@ function throwIssues(what: string, issues: readonly { message: string }[]): neve
  * ("invalid Redis configuration: REDIS_URL ...; QUEUE_PREFIX ..."); the password never appears in it.
  */
 export function redisConfigFromEnv(env: Record<string, string | undefined> = process.env): RedisConfig {
+  refusePlaceholderPassword(env);
   const parsed = RedisEnvSchema.safeParse({ REDIS_URL: env.REDIS_URL, QUEUE_PREFIX: env.QUEUE_PREFIX });
   if (!parsed.success) throwIssues('Redis configuration', parsed.error.issues);
   const url = new URL(parsed.data.REDIS_URL ?? DEFAULT_REDIS_URL);

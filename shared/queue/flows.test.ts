@@ -18,7 +18,7 @@ import {
 } from './flows.js';
 import { FEATURES_QUEUE, INDEX_QUEUE, REPORT_QUEUE, SCORE_QUEUE, type QueueName } from './jobs.js';
 import { startRedisServer, waitFor, type RedisServer } from '../embedded/redis-server.js';
-import { startWorker, type WorkerHandle } from './worker-runtime.js';
+import { WorkerRuntime, type JobHandler, type WorkerRuntimeOptions } from './worker-runtime.js';
 
 const quiet = pino({ level: 'silent' });
 // The hash-tagged prefix a Redis Cluster deployment would use; it must work end to end.
@@ -27,7 +27,11 @@ const PREFIX = '{pc}';
 let redis: RedisServer;
 let conn: Redis;
 let producer: FlowProducer;
-const workers: WorkerHandle[] = [];
+const workers: { close(opts?: { graceMs?: number }): Promise<void> }[] = [];
+
+function startWorker<Q extends QueueName>(queue: Q, handler: JobHandler<Q>, opts: Partial<WorkerRuntimeOptions> = {}) {
+  return new WorkerRuntime(queue, handler, { connection: conn, prefix: PREFIX, logger: quiet, handleSignals: false, ...opts }).start();
+}
 
 before(async () => {
   redis = await startRedisServer();
@@ -97,26 +101,18 @@ test('training flow: submitted twice, children run once, parent sees their retur
   const featureCalls: string[] = [];
   let indexCalls = 0;
   workers.push(
-    await startWorker({
-      queue: FEATURES_QUEUE,
-      connection: conn,
-      prefix: PREFIX,
-      logger: quiet,
-      handleSignals: false,
-      concurrency: 2,
-      handler: async (p, ctx) => {
+    await startWorker(
+      FEATURES_QUEUE,
+      async (p, ctx) => {
         featureCalls.push(p.shardId);
         await ctx.progress({ images: p.imageKeys.length, of: p.imageKeys.length });
         return { shardId: p.shardId, patches: p.imageKeys.length * 784 };
       },
-    }),
-    await startWorker({
-      queue: INDEX_QUEUE,
-      connection: conn,
-      prefix: PREFIX,
-      logger: quiet,
-      handleSignals: false,
-      handler: async (p, ctx) => {
+      { concurrency: 2 },
+    ),
+    await startWorker(
+      INDEX_QUEUE,
+      async (p, ctx) => {
         indexCalls++;
         const results = await collectShardResults<{ shardId: string; patches: number }>(ctx.job, p.shards);
         let patches = 0;
@@ -126,7 +122,7 @@ test('training flow: submitted twice, children run once, parent sees their retur
         }
         return { category: p.category, patches, shards: [...results.keys()].sort() };
       },
-    }),
+    ),
   );
 
   const done = await waitFor('training run to complete', async () => {
@@ -160,33 +156,25 @@ test('training flow: submitted twice, children run once, parent sees their retur
 test('evaluation flow: a failing shard is retried with backoff, then fails the run with its reason', async () => {
   const attemptsAt: number[] = [];
   let reportCalls = 0;
-  const score = await startWorker({
-    queue: SCORE_QUEUE,
-    connection: conn,
-    prefix: PREFIX,
-    logger: quiet,
-    handleSignals: false,
-    handler: async (p) => {
+  const score = await startWorker(
+    SCORE_QUEUE,
+    async (p) => {
       if (p.shardId === '0001') {
         attemptsAt.push(Date.now());
         throw new Error(`cannot decode ${p.imageKeys[0]}: truncated PNG`);
       }
       return { scored: p.imageKeys.length };
     },
-  });
+  );
   workers.push(
     score,
-    await startWorker({
-      queue: REPORT_QUEUE,
-      connection: conn,
-      prefix: PREFIX,
-      logger: quiet,
-      handleSignals: false,
-      handler: async () => {
+    await startWorker(
+      REPORT_QUEUE,
+      async () => {
         reportCalls++;
         return null;
       },
-    }),
+    ),
   );
   const submitted = await enqueueEvaluationFlow(producer, {
     runId: 'eval-1',
@@ -220,8 +208,9 @@ test('evaluation flow: a failing shard is retried with backoff, then fails the r
   assert.equal(attemptsAt.length, 3);
   assert.ok(attemptsAt[1] - attemptsAt[0] >= 60, `first retry after ${attemptsAt[1] - attemptsAt[0]} ms`);
   assert.ok(attemptsAt[2] - attemptsAt[1] >= 120, `second retry after ${attemptsAt[2] - attemptsAt[1]} ms`);
-  assert.equal(score.metrics.failed, 3);
-  assert.equal(score.metrics.processed, 1);
+  const counts = await score.metrics.snapshot();
+  assert.equal(counts.failed, 3);
+  assert.equal(counts.processed, 1);
 });
 
 test('bad input is refused before anything is enqueued; an unknown run is "missing"', async () => {

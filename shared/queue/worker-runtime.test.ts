@@ -1,5 +1,6 @@
 // The worker runtime against real redis-servers: health endpoint and counters, per-job log context,
-// payload validation, graceful close, hand-back after the grace period, and signal handling.
+// payload validation, permanent versus transient errors, graceful close, hand-back after the grace period,
+// and signal handling.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
@@ -9,7 +10,8 @@ import type { Redis } from 'ioredis';
 import { createRedisConnection, redisConfigFromEnv } from './config.js';
 import { SCORE_QUEUE, type ScoreShardPayload } from './jobs.js';
 import { startRedisServer, waitFor, type RedisServer } from '../embedded/redis-server.js';
-import { startWorker, type JobHandler, type StartWorkerOptions } from './worker-runtime.js';
+import { PermanentError, WeightsMismatchError } from '../errors.js';
+import { WorkerRuntime, type JobHandler, type WorkerRuntimeOptions } from './worker-runtime.js';
 
 const quiet = pino({ level: 'silent' });
 
@@ -42,8 +44,8 @@ async function get(port: number, path: string): Promise<{ status: number; body: 
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
-function scoreWorker(connection: Redis, handler: JobHandler<typeof SCORE_QUEUE>, extra: Partial<StartWorkerOptions<typeof SCORE_QUEUE, unknown>> = {}) {
-  return startWorker({ queue: SCORE_QUEUE, connection, handler, logger: quiet, handleSignals: false, ...extra });
+function scoreWorker(connection: Redis, handler: JobHandler<typeof SCORE_QUEUE>, extra: Partial<WorkerRuntimeOptions> = {}) {
+  return new WorkerRuntime(SCORE_QUEUE, handler, { connection, logger: quiet, handleSignals: false, ...extra }).start();
 }
 
 /** State first, then the job: the data read is at least as new as the state. */
@@ -112,8 +114,9 @@ test('health endpoint reports counters while Redis is up, 503 once it goes away;
     const { status, body } = await get(handle.port, '/healthz');
     assert.equal(status, 200);
     assert.deepEqual([body.processed, body.failed, body.running], [1, 2, 0]);
-    assert.equal(handle.metrics.durationCount, 3);
-    assert.equal(handle.metrics.durationCounts.reduce((a, b) => a + b, 0), 3);
+    assert.equal((await handle.metrics.snapshot()).durationCount, 3);
+    const exposition = await (await fetch(`http://127.0.0.1:${handle.port}/metrics`)).text();
+    assert.match(exposition, /^patchcore_worker_job_duration_seconds_bucket\{le="\+Inf",queue="patchcore-score"\} 3$/m);
 
     const scoring = lines.find((l) => l.msg === 'scoring shard');
     assert.ok(scoring, 'handler log line');
@@ -169,8 +172,9 @@ test('graceful close: the running job completes, no new job is taken, readyz say
   assert.equal(first?.state, 'completed');
   assert.equal(first?.job.returnvalue, 'finished');
   assert.equal((await stateOf(queue, 'run-g~score~0001'))?.state, 'waiting');
-  assert.deepEqual([handle.metrics.processed, handle.metrics.failed, handle.metrics.handedBack], [1, 0, 0]);
-  assert.equal(handle.health().live.status, 'unavailable');
+  const counts = await handle.metrics.snapshot();
+  assert.deepEqual([counts.processed, counts.failed, counts.handedBack], [1, 0, 0]);
+  assert.equal((await handle.health()).live.status, 'unavailable');
   await queue.remove('run-g~score~0001');
 });
 
@@ -193,7 +197,8 @@ test('after the grace period a running job is handed back, not failed, and anoth
   const back = await stateOf(queue, 'run-h~score~0000');
   assert.equal(back?.state, 'waiting');
   assert.equal(back?.job.attemptsMade, 0);
-  assert.deepEqual([stuck.metrics.handedBack, stuck.metrics.failed, stuck.metrics.processed], [1, 0, 0]);
+  const stuckCounts = await stuck.metrics.snapshot();
+  assert.deepEqual([stuckCounts.handedBack, stuckCounts.failed, stuckCounts.processed], [1, 0, 0]);
 
   const attempts: number[] = [];
   const next = await scoreWorker(conn, async (_p, ctx) => {
@@ -225,17 +230,76 @@ test('SIGTERM closes the worker and removes its listeners; handleSignals: false 
   // Call our listener directly: emitting a real signal would also reach the test runner's own handlers.
   (added[0] as (s: NodeJS.Signals) => void)('SIGTERM');
   await handle.closed;
-  assert.equal(handle.health().live.phase, 'closed');
+  assert.equal((await handle.health()).live.phase, 'closed');
   assert.deepEqual(process.listeners('SIGTERM'), before);
   assert.ok(!process.listeners('SIGINT').includes(added[0]));
 });
 
-test('bad options are refused with the option named', async () => {
-  await assert.rejects(
-    startWorker({ queue: 'patchcore-nope' as typeof SCORE_QUEUE, connection: conn, handler: async () => null, logger: quiet }),
-    { message: 'startWorker: unknown queue "patchcore-nope"' },
+test('bad options are refused with the option named', () => {
+  assert.throws(
+    () => new WorkerRuntime('patchcore-nope' as typeof SCORE_QUEUE, async () => null, { connection: conn, logger: quiet }),
+    { message: 'WorkerRuntime: unknown queue "patchcore-nope"' },
   );
-  await assert.rejects(scoreWorker(conn, async () => null, { concurrency: 0 }), {
-    message: 'startWorker: concurrency must be a positive integer, got 0',
+  assert.throws(() => new WorkerRuntime(SCORE_QUEUE, async () => null, { connection: conn, logger: quiet, concurrency: 0 }), {
+    message: 'WorkerRuntime: concurrency must be a positive integer, got 0',
   });
+});
+
+test('a PermanentError fails the job at once, whatever its attempts; a transient error is retried', async () => {
+  const attempts = new Map<string, number[]>();
+  const handle = await scoreWorker(conn, async (p, ctx) => {
+    attempts.set(p.shardId, [...(attempts.get(p.shardId) ?? []), ctx.attempt]);
+    if (p.shardId === 'weights') throw new WeightsMismatchError('weights file resnet50.h5 has sha256 ab..., the run was trained with cd...');
+    if (p.shardId === 'permanent') throw new PermanentError('shard 0003 lists no image');
+    if (p.shardId === 'transient' && ctx.attempt === 1) throw new Error('ECONNRESET while reading test/good/000.png');
+    return 'scored';
+  });
+  try {
+    const opts = { attempts: 3, backoff: { type: 'fixed', delay: 10 } } as const;
+    await queue.add('score-shard', payload('run-p', 'weights'), { jobId: 'run-p~score~weights', ...opts });
+    await queue.add('score-shard', payload('run-p', 'permanent'), { jobId: 'run-p~score~permanent', ...opts });
+    await queue.add('score-shard', payload('run-p', 'transient'), { jobId: 'run-p~score~transient', ...opts });
+    for (const [shard, reason] of [
+      ['weights', 'weights file resnet50.h5 has sha256 ab..., the run was trained with cd...'],
+      ['permanent', 'shard 0003 lists no image'],
+    ]) {
+      const failed = await waitFor(`${shard} job to fail`, async () => {
+        const s = await stateOf(queue, `run-p~score~${shard}`);
+        return s?.state === 'failed' ? s.job : null;
+      });
+      assert.equal(failed.failedReason, reason);
+      assert.equal(failed.attemptsMade, 1, `${shard}: no retry`);
+      assert.ok((await queue.getFailed()).some((j) => j.id === `run-p~score~${shard}`), `${shard} is in the failed set`);
+    }
+    const retried = await waitFor('transient job to complete', async () => {
+      const s = await stateOf(queue, 'run-p~score~transient');
+      return s?.state === 'completed' ? s.job : null;
+    });
+    assert.equal(retried.returnvalue, 'scored');
+    assert.equal(retried.attemptsMade, 2);
+    assert.deepEqual(Object.fromEntries(attempts), { weights: [1], permanent: [1], transient: [1, 2] });
+    const counts = await handle.metrics.snapshot();
+    assert.deepEqual([counts.processed, counts.failed], [1, 3]);
+  } finally {
+    await handle.close();
+    for (const shard of ['weights', 'permanent', 'transient']) await queue.remove(`run-p~score~${shard}`);
+  }
+});
+
+test('a health port already in use stops start() with the port named, and leaves nothing running', async () => {
+  const first = await scoreWorker(conn, async () => null, { healthPort: 0, healthHost: '127.0.0.1' });
+  try {
+    const second = new WorkerRuntime(SCORE_QUEUE, async () => null, {
+      connection: conn, logger: quiet, handleSignals: false, healthPort: first.port, healthHost: '127.0.0.1',
+    });
+    await assert.rejects(second.start(), {
+      message: new RegExp(`^health endpoint for patchcore-score: cannot listen on port ${first.port}: .*EADDRINUSE`),
+    });
+    assert.equal(second.worker.isRunning(), false);
+    assert.equal(second.port, null);
+    await second.closed;
+    assert.equal((await second.health()).live.phase, 'closed');
+  } finally {
+    await first.close();
+  }
 });

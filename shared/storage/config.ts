@@ -14,6 +14,7 @@
 // live in a private field and are handed only to the S3 client.
 import { inspect } from 'node:util';
 import { z } from 'zod';
+import { placeholderSecretProblems } from '../secret-placeholders.js';
 
 export interface StorageCredentials {
   readonly accessKeyId: string;
@@ -180,6 +181,12 @@ const EnvSchema = z
     }
   });
 
+/** Refuses credentials still set to the Secret template's placeholder (shared/secret-placeholders.ts). */
+function refusePlaceholderCredentials(env: Record<string, string | undefined>): void {
+  const problems = placeholderSecretProblems(env, ['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY']);
+  if (problems.length) throw new Error(`invalid storage configuration: ${problems.join('; ')}`);
+}
+
 /**
  * Reads and validates the S3_* variables. Throws one Error listing every problem
  * ("invalid storage configuration: <problem>; <problem>"); secret values never appear in it.
@@ -194,6 +201,7 @@ export function storageConfigFromEnv(env: Record<string, string | undefined> = p
     S3_FORCE_PATH_STYLE: env.S3_FORCE_PATH_STYLE,
     S3_MAX_ATTEMPTS: env.S3_MAX_ATTEMPTS,
   };
+  refusePlaceholderCredentials(picked);
   const parsed = EnvSchema.safeParse(picked);
   if (!parsed.success) {
     // Only our own messages (which never hold secrets) are used; the ZodError itself is not attached.

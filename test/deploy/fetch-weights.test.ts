@@ -63,12 +63,37 @@ test('a checksum mismatch, a missing object or a missing setting fails with a me
   assert.match(wrong.stderr, new RegExp(`has sha256 ${sha256}, but WEIGHTS_SHA256 is 0{64}`));
   assert.deepEqual(readdirSync(join(dir, 'bad')), [], 'neither the file nor its .partial is left');
 
-  const missing = await run({ WEIGHTS_OBJECT_KEY: 'weights/nope.h5', PATCHCORE_WEIGHTS: join(dir, 'missing', 'w.h5') });
+  const missing = await run({ WEIGHTS_OBJECT_KEY: 'weights/nope.h5', PATCHCORE_WEIGHTS: join(dir, 'missing', 'w.h5'), WEIGHTS_SHA256: sha256 });
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /weights\/nope\.h5/);
   assert.ok(!existsSync(join(dir, 'missing', 'w.h5')));
 
-  const unset = await run({ PATCHCORE_WEIGHTS: join(dir, 'unset.h5') });
+  const unset = await run({ PATCHCORE_WEIGHTS: join(dir, 'unset.h5'), WEIGHTS_SHA256: sha256 });
   assert.equal(unset.code, 1);
   assert.match(unset.stderr, /WEIGHTS_OBJECT_KEY is not set/);
+
+  const malformed = await run({ WEIGHTS_OBJECT_KEY: KEY, PATCHCORE_WEIGHTS: join(dir, 'malformed', 'w.h5'), WEIGHTS_SHA256: 'abc' });
+  assert.equal(malformed.code, 1);
+  assert.match(malformed.stderr, /WEIGHTS_SHA256 \\"abc\\" is not a sha256/);
+  assert.ok(!existsSync(join(dir, 'malformed')), 'nothing is downloaded before the settings are checked');
+});
+
+test('the sha256 is required: without WEIGHTS_SHA256 nothing is fetched', async () => {
+  for (const value of [undefined, '', '  ']) {
+    const target = join(dir, 'no-sha', 'w.h5');
+    const r = await run({ WEIGHTS_OBJECT_KEY: KEY, PATCHCORE_WEIGHTS: target, ...(value === undefined ? {} : { WEIGHTS_SHA256: value }) });
+    assert.equal(r.code, 1, `WEIGHTS_SHA256=${JSON.stringify(value)}`);
+    assert.match(r.stderr, /WEIGHTS_SHA256 is not set/);
+    assert.ok(!existsSync(join(dir, 'no-sha')), 'nothing is downloaded');
+  }
+});
+
+test('k8s/base/config.yaml\'s WEIGHTS_SHA256 is the sha256 of the shared weights file it names', async (t) => {
+  const { parse } = await import('yaml');
+  const config = parse(readFileSync(join(repoRoot, 'k8s/base/config.yaml'), 'utf8')) as { data: Record<string, string> };
+  const { WEIGHTS_OBJECT_KEY: key, WEIGHTS_SHA256: expected } = config.data;
+  assert.match(expected, /^[0-9a-f]{64}$/, 'WEIGHTS_SHA256 is set (the init container requires it)');
+  const shared = join(process.env.PATCHCORE_SHARED_DIR ?? join(repoRoot, '..', 'shared'), key);
+  if (!existsSync(shared)) return t.skip(`${shared} is not here`);
+  assert.equal(createHash('sha256').update(readFileSync(shared)).digest('hex'), expected, `sha256 of ${shared}`);
 });

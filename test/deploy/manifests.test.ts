@@ -1,16 +1,20 @@
 // Static checks of the deployment files against the code they deploy: the Dockerfile, .dockerignore,
 // docker-compose.yml, the Kubernetes base (parsed as written) and, where kubectl is installed, every kustomize
-// rendering (base, overlays/cpu, overlays/gpu, and the optional components). Plus one live check that the KEDA
-// list names are the keys BullMQ really uses.
+// rendering (base, overlays/cpu, overlays/gpu, and the optional components). Plus live checks that the KEDA list
+// names are the keys BullMQ really uses and that Redis's flags do what they should, and the least-privilege checks:
+// one S3 user per service with policies matching the keys the code writes, NetworkPolicies matching who talks to
+// whom. (Validation against the Kubernetes API schemas is in api-schemas.test.ts.)
 //
 // Needs the YAML parser "yaml" (a devDependency); without it every test here fails with a message saying so.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
 import { SUBMIT_USAGE, WORKER_USAGE } from '../../cli/commands/pipeline.js';
 import { serviceSettingsFromEnv } from '../../shared/distributed/service-env.js';
 import { startRedisServer, type RedisServer } from '../../shared/embedded/redis-server.js';
@@ -18,6 +22,9 @@ import { repoRoot } from '../../shared/paths.js';
 import { createRedisConnection, redisConfigFromEnv, workerSettingsFromEnv } from '../../shared/queue/config.js';
 import { FEATURES_QUEUE, INDEX_QUEUE, QUEUE_NAMES, REPORT_QUEUE, SCHEDULE_QUEUE, SCORE_QUEUE, type QueueName } from '../../shared/queue/jobs.js';
 import { storageConfigFromEnv } from '../../shared/storage/config.js';
+import {
+  datasetKey, datasetPrefix, embeddingsKey, mapsKey, modelKey, modelLatestKey, modelVersionPrefix, reportKey, reportPrefix, runManifestKey, scoresKey,
+} from '../../shared/storage/keys.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Loading
@@ -134,7 +141,8 @@ function rawBase(): Rendering {
   const objects: K8sObject[] = [];
   for (const file of k.resources) objects.push(...asObjects(parseYaml(read(`k8s/base/${file}`), `k8s/base/${file}`), file));
   for (const g of k.configMapGenerator ?? []) {
-    const data = Object.fromEntries(g.files.map((f) => [f, read(`k8s/base/${f}`)]));
+    // Keyed by file name, as kustomize does.
+    const data = Object.fromEntries(g.files.map((f) => [f.split('/').pop()!, read(`k8s/base/${f}`)]));
     objects.push({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: g.name }, data });
   }
   return { name: 'k8s/base as written', objects, rendered: false };
@@ -237,7 +245,7 @@ const REQUIRED: Record<string, string[]> = {
   'submit train': [...QUEUE_VARS, 'PATCHCORE_WEIGHTS'],
   'submit evaluate': QUEUE_VARS,
   demo: [...QUEUE_VARS, 'S3_ENDPOINT', 'PATCHCORE_WEIGHTS'],
-  'fetch-weights': ['S3_BUCKET', 'WEIGHTS_OBJECT_KEY', 'PATCHCORE_WEIGHTS'],
+  'fetch-weights': ['S3_BUCKET', 'WEIGHTS_OBJECT_KEY', 'WEIGHTS_SHA256', 'PATCHCORE_WEIGHTS'],
 };
 const WEIGHTS_ROLES = new Set(['worker features', 'worker score', 'worker scheduler', 'submit train', 'demo']);
 
@@ -321,6 +329,7 @@ interface ComposeService {
   image?: string;
   build?: { context: string; target?: string };
   command?: string[];
+  entrypoint?: string[];
   environment?: Record<string, string>;
   profiles?: string[];
   depends_on?: Record<string, { condition: string }>;
@@ -367,6 +376,26 @@ function secretTemplate(): Record<string, string> {
   assert.equal(s.metadata.name, 'patchcore-secrets');
   return s.stringData ?? {};
 }
+
+/** The Secret as an operator fills it in: every CHANGE_ME replaced (the services refuse the placeholder). */
+function filledSecret(): Record<string, string> {
+  return Object.fromEntries(Object.entries(secretTemplate()).map(([k, v]) => [k, v.replaceAll('CHANGE_ME', 'generated-0f3a9c2e71b4')]));
+}
+
+/**
+ * The S3 user of each role (its own keys <USER>_S3_* in the Secret, its policy k8s/base/minio-policies/<user>.json):
+ * a fetch-weights init container uses its pod's.
+ */
+const S3_USER_OF_ROLE: Record<string, string> = {
+  'worker features': 'feature-worker',
+  'worker index': 'index-worker',
+  'worker score': 'scorer',
+  'worker scheduler': 'producer',
+  'submit train': 'producer',
+  'submit evaluate': 'producer',
+};
+const S3_USERS = ['feature-worker', 'index-worker', 'scorer', 'producer'];
+const secretPrefix = (user: string): string => user.toUpperCase().replaceAll('-', '_');
 
 /** A ConfigMap by name; generated ones carry a hash suffix once rendered. */
 function configMap(objects: K8sObject[], name: string): K8sObject | undefined {
@@ -497,7 +526,14 @@ test('compose: Redis with AOF, MinIO with its bucket job, GPU and cpu-profile wo
   assert.ok(redis.command?.join(' ').includes('--maxmemory-policy noeviction'), 'BullMQ needs noeviction');
   assert.ok(redis.volumes?.some((v) => v.endsWith(':/data')), 'the AOF lives on a volume');
   const bucket = services['index-worker'].environment!.S3_BUCKET;
-  assert.deepEqual(services['minio-init'].command, ['mb', '--ignore-existing', `store/${bucket}`]);
+  // minio-init runs the set-up script Kubernetes runs (bucket, users, policies), on the bucket the services use.
+  assert.deepEqual(services['minio-init'].entrypoint, ['sh', '/opt/minio-setup/minio-setup.sh']);
+  assert.equal(services['minio-init'].environment!.S3_BUCKET, bucket);
+  assert.ok(read('k8s/base/minio-setup.sh').includes('mcs mb --ignore-existing "store/$S3_BUCKET"'));
+  assert.deepEqual(services['minio-init'].volumes, [
+    './k8s/base/minio-setup.sh:/opt/minio-setup/minio-setup.sh:ro',
+    `./k8s/base/minio-policies:${services['minio-init'].environment!.POLICY_DIR}:ro`,
+  ]);
   assert.match(interpolate(services['minio-init'].environment!.MC_HOST_store), /^http:\/\/[^:]+:[^@]{8,}@minio:9000$/);
   assert.equal(services['minio-init'].depends_on?.minio.condition, 'service_healthy');
 
@@ -685,10 +721,13 @@ test('k8s: workers probe /healthz and /readyz on HEALTH_PORT, get the time to fi
 });
 
 test('k8s: every patchcore container gets the variables its role needs, all read by the code and valid to it', () => {
-  const secret = secretTemplate();
-  for (const [key, value] of Object.entries(secret)) {
-    assert.ok(value.includes('CHANGE_ME') || ['redis:6379', 'disable'].includes(value), `secret template ${key}: "${value}" looks like a real value`);
+  const unfilledSecret = secretTemplate();
+  for (const [key, value] of Object.entries(unfilledSecret)) {
+    // User names (S3 access key ids, MinIO's root user) are not secrets; every password is the placeholder.
+    const userName = /(_S3_ACCESS_KEY_ID|^MINIO_ROOT_USER)$/.test(key) && /^patchcore-[a-z-]+$/.test(value);
+    assert.ok(value.includes('CHANGE_ME') || ['redis:6379', 'disable'].includes(value) || userName, `secret template ${key}: "${value}" looks like a real value`);
   }
+  const secret = filledSecret();
   const base = parseYaml(read('k8s/base/kustomization.yaml'), 'kustomization')[0] as { resources: string[] };
   assert.ok(!base.resources.some((f) => f.includes('secret')), 'the Secret template is not deployed by kustomize');
   for (const r of renderings) {
@@ -703,6 +742,13 @@ test('k8s: every patchcore container gets the variables its role needs, all read
         assert.ok(REQUIRED[role], `${where}: unknown role "${role}"`);
         validateEnv(role, env, where);
         checked++;
+        // Applied with the template's values unchanged, the container refuses to start, naming the variable.
+        const unfilled = containerEnv(c, r.objects, unfilledSecret, where);
+        if (Object.values(unfilled).some((v) => v.includes('CHANGE_ME'))) {
+          assert.throws(() => validateEnv(role, unfilled, where), /(REDIS_URL|S3_ACCESS_KEY_ID|S3_SECRET_ACCESS_KEY) still holds the placeholder CHANGE_ME/, where);
+        } else {
+          assert.fail(`${where}: gets no secret from the Secret at all`);
+        }
         if ('QUEUE_PREFIX' in env) prefixes.add(env.QUEUE_PREFIX);
         const mounts = c.volumeMounts ?? [];
         const mountOf = (path: string) => mounts.find((m) => path.startsWith(`${m.mountPath}/`));
@@ -845,7 +891,7 @@ test('k8s: KEDA scales each pool on its BullMQ wait and active lists, with QUEUE
     assert.ok(checkKeda(objects, 'site with {patchcore}').includes(`{patchcore}:${SCORE_QUEUE}:wait`));
     for (const o of objects) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, 'patchcore', `${o.kind}/${o.metadata.name}`);
     const kinds = objects.map((o) => `${o.kind}/${o.metadata.name}`);
-    for (const gone of ['StatefulSet/redis', 'StatefulSet/minio', 'Job/minio-create-bucket', 'Service/redis', 'Service/minio']) {
+    for (const gone of ['StatefulSet/redis', 'StatefulSet/minio', 'Job/minio-setup', 'Service/redis', 'Service/minio', 'NetworkPolicy/redis', 'NetworkPolicy/minio']) {
       assert.ok(!kinds.includes(gone), `external components remove ${gone}`);
     }
     assert.ok(kinds.includes('PodMonitor/patchcore-workers'));
@@ -854,6 +900,311 @@ test('k8s: KEDA scales each pool on its BullMQ wait and active lists, with QUEUE
     assert.equal(pm.spec.podMetricsEndpoints[0].port, 'health');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Least privilege: Redis with a password and a memory limit, one S3 user per service, NetworkPolicies
+
+/** Redis's flags as `--name value` pairs. */
+function redisFlags(args: string[]): Map<string, string> {
+  const flags = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) if (args[i].startsWith('--')) flags.set(args[i].slice(2), args[i + 1]);
+  return flags;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+test('Redis in compose and k8s, run by a real redis-server with their flags: password required, maxmemory with noeviction', async () => {
+  const { services } = compose();
+  const composeArgs = services.redis.command!.slice(1).map(interpolate);
+  const composePassword = redisFlags(composeArgs).get('requirepass')!;
+  assert.ok(composePassword, 'compose: --requirepass');
+  assert.equal(interpolate(services.redis.environment!.REDISCLI_AUTH), composePassword, 'compose: the health check authenticates');
+  assert.ok(services.redis.healthcheck!.test.join(' ').includes('PONG'), 'compose: the health check wants PONG, not a NOAUTH error');
+  for (const [name, s] of Object.entries(services)) {
+    if (!isAppService(s)) continue;
+    const url = redisConfigFromEnv({ REDIS_URL: interpolate(s.environment!.REDIS_URL) });
+    assert.equal(url.password(), composePassword, `compose: ${name}'s REDIS_URL carries Redis's password`);
+  }
+
+  const sts = rawBase().objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'redis')!;
+  const c = (sts.spec.template as PodTemplate).spec.containers[0];
+  const k8sFlags = redisFlags(c.args!);
+  assert.equal(k8sFlags.get('requirepass'), '$(REDIS_PASSWORD)', 'k8s: --requirepass from the Secret');
+  assert.equal(c.env?.find((e) => e.name === 'REDIS_PASSWORD')?.valueFrom?.secretKeyRef?.key, 'REDIS_PASSWORD');
+  const template = secretTemplate();
+  assert.equal(redisConfigFromEnv({ REDIS_URL: filledSecret().REDIS_URL }).password(), filledSecret().REDIS_PASSWORD, 'the template\'s REDIS_URL embeds REDIS_PASSWORD');
+  assert.ok(template.REDIS_PASSWORD.includes('CHANGE_ME'));
+  const limit = c.resources!.limits!.memory;
+  assert.match(limit, /^\d+Gi$/);
+
+  const k8sPassword = 'k8s-redis-0f3a9c2e71b4';
+  const runs: [string, string[], string][] = [
+    ['docker-compose.yml', composeArgs, composePassword],
+    ['k8s/base/redis.yaml', c.args!.map((a) => a.replace('$(REDIS_PASSWORD)', k8sPassword)), k8sPassword],
+  ];
+  for (const [where, args, password] of runs) {
+    const flags = redisFlags(args);
+    assert.equal(flags.get('maxmemory-policy'), 'noeviction', `${where}: BullMQ needs noeviction`);
+    const dir = mkdtempSync(join(tmpdir(), 'patchcore-redis-flags-'));
+    const port = await freePort();
+    // The file's own flags with a private directory (redis chdirs to --dir as it parses it), then a private port.
+    const own = args.map((a, i) => (args[i - 1] === '--dir' ? dir : a));
+    const child = spawn('redis-server', [...own, '--dir', dir, '--port', String(port), '--bind', '127.0.0.1', '--save', ''], { stdio: 'ignore' });
+    try {
+      const open = new Redis({ port, host: '127.0.0.1', lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      // Retries while the server starts; commands wait in the offline queue.
+      const authed = new Redis({ port, host: '127.0.0.1', password, retryStrategy: (n) => (n > 100 ? null : 50) });
+      try {
+        assert.equal(await authed.ping(), 'PONG');
+        await assert.rejects(open.get('x'), /NOAUTH/, `${where}: a client without the password is refused`);
+        const [, policy] = (await authed.config('GET', 'maxmemory-policy')) as string[];
+        const [, maxmemory] = (await authed.config('GET', 'maxmemory')) as string[];
+        assert.equal(policy, 'noeviction', where);
+        assert.ok(Number(maxmemory) > 0, `${where}: maxmemory is set (${maxmemory})`);
+        if (where.startsWith('k8s')) {
+          const limitBytes = Number(limit.slice(0, -2)) * 2 ** 30;
+          assert.ok(Number(maxmemory) <= limitBytes / 2, `${where}: maxmemory leaves half the ${limit} limit for the AOF rewrite's fork`);
+        }
+      } finally {
+        open.disconnect();
+        authed.disconnect();
+      }
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+});
+
+/** The S3 user a pod's S3 credentials belong to, from the Secret keys its containers read; null when none. */
+function s3KeysOf(c: Container): { id?: string; secret?: string } {
+  const ref = (name: string) => c.env?.find((e) => e.name === name)?.valueFrom?.secretKeyRef?.key;
+  return { id: ref('S3_ACCESS_KEY_ID'), secret: ref('S3_SECRET_ACCESS_KEY') };
+}
+
+test('k8s: each service has its own S3 user, and only MinIO and its set-up Job see the root credentials', () => {
+  const template = secretTemplate();
+  for (const user of S3_USERS) {
+    assert.equal(template[`${secretPrefix(user)}_S3_ACCESS_KEY_ID`], `patchcore-${user}`, `the Secret template has ${user}'s keys`);
+    assert.ok(`${secretPrefix(user)}_S3_SECRET_ACCESS_KEY` in template);
+  }
+  for (const r of renderings) {
+    const seen = new Set<string>();
+    for (const { owner, template: pod } of podsOf(r.objects)) {
+      const where = `${r.name}: ${owner.kind}/${owner.metadata.name}`;
+      const rootRefs = allContainers(pod.spec).flatMap((c) => (c.env ?? []).map((e) => e.valueFrom?.secretKeyRef?.key ?? '')).filter((k) => k.startsWith('MINIO_ROOT_'));
+      if (['minio', 'minio-setup'].includes(owner.metadata.name)) {
+        assert.ok(rootRefs.length > 0, `${where}: uses the root user`);
+        continue;
+      }
+      assert.deepEqual(rootRefs, [], `${where}: no root credentials`);
+      const users = new Set(pod.spec.containers.filter(isApp).map((c) => S3_USER_OF_ROLE[roleOf(argvOf(c))]));
+      if (!allContainers(pod.spec).some(isApp)) continue;
+      assert.equal(users.size, 1, `${where}: one S3 user per pod (${[...users]})`);
+      const [user] = users;
+      assert.ok(user, `${where}: an S3 user for its role`);
+      seen.add(user);
+      for (const c of allContainers(pod.spec).filter(isApp)) {
+        assert.deepEqual(
+          s3KeysOf(c),
+          { id: `${secretPrefix(user)}_S3_ACCESS_KEY_ID`, secret: `${secretPrefix(user)}_S3_SECRET_ACCESS_KEY` },
+          `${where} container ${c.name}: the ${user} user's keys`,
+        );
+      }
+    }
+    assert.deepEqual([...seen].sort(), [...S3_USERS].sort(), `${r.name}: every S3 user is used`);
+    const job = r.objects.find((o) => o.kind === 'Job' && o.metadata.name === 'minio-setup');
+    assert.ok(job, `${r.name}: the MinIO set-up Job`);
+    const c = (job.spec.template as PodTemplate).spec.containers[0];
+    const refs = (c.env ?? []).map((e) => e.valueFrom?.secretKeyRef?.key).filter(Boolean);
+    for (const user of S3_USERS) {
+      for (const k of ['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY']) assert.ok(refs.includes(`${secretPrefix(user)}_${k}`), `${r.name}: the set-up Job creates ${user}`);
+    }
+    const setup = configMap(r.objects, 'minio-setup');
+    assert.equal(setup?.data?.['minio-setup.sh'], read('k8s/base/minio-setup.sh'));
+    for (const user of S3_USERS) assert.equal(setup?.data?.[`${user}.json`], read(`k8s/base/minio-policies/${user}.json`));
+    const env = containerEnv(c, r.objects, filledSecret(), `${r.name}: Job/minio-setup`);
+    assert.equal(env.POLICY_DIR, c.volumeMounts?.find((m) => m.name === (job.spec.template as PodTemplate).spec.volumes?.find((v) => v.configMap?.name === setup!.metadata.name)?.name)?.mountPath);
+    assert.equal(env.S3_BUCKET, configMap(r.objects, 'patchcore-config')!.data!.S3_BUCKET);
+  }
+});
+
+test('compose: each service has its own S3 user, created by minio-init; no patchcore container sees MinIO\'s root user', () => {
+  const { services } = compose();
+  const init = services['minio-init'].environment!;
+  const root = interpolate(services.minio.environment!.MINIO_ROOT_USER);
+  for (const [name, s] of Object.entries(services)) {
+    if (!isAppService(s)) continue;
+    const env = Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, interpolate(String(v))]));
+    assert.ok(!Object.keys(env).some((k) => k.startsWith('MINIO_ROOT_')), `${name}: no root credentials`);
+    assert.notEqual(env.S3_ACCESS_KEY_ID, root, `${name}: not the root user`);
+    const role = roleOf(s.command ?? []);
+    const user = role === 'demo' ? 'demo' : role === '--help' ? 'producer' : S3_USER_OF_ROLE[role];
+    assert.ok(user, `${name}: an S3 user for ${role}`);
+    assert.equal(env.S3_ACCESS_KEY_ID, `patchcore-${user}`, name);
+    const prefix = secretPrefix(user);
+    assert.equal(init[`${prefix}_S3_ACCESS_KEY_ID`], env.S3_ACCESS_KEY_ID, `${name}: minio-init creates its user`);
+    assert.equal(interpolate(init[`${prefix}_S3_SECRET_ACCESS_KEY`]), env.S3_SECRET_ACCESS_KEY, `${name}: with its secret key`);
+  }
+  assert.match(read('k8s/base/minio-setup.sh'), /DEMO_S3_ACCESS_KEY_ID/, 'the demo user gets every policy');
+});
+
+// IAM policy evaluation as far as these policies use it: Allow statements, "*" wildcards in resources and in the
+// StringLike s3:prefix condition of ListBucket. (MinIO itself cannot run here; its evaluation is the same.)
+interface PolicyStatement {
+  Effect: string;
+  Action: string[];
+  Resource: string[];
+  Condition?: { StringLike?: Record<string, string[]> };
+}
+const globMatch = (pattern: string, value: string): boolean =>
+  new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`).test(value);
+
+function policyOf(user: string): { Version: string; Statement: PolicyStatement[] } {
+  return JSON.parse(read(`k8s/base/minio-policies/${user}.json`));
+}
+
+function allows(user: string, bucket: string, action: 's3:GetObject' | 's3:PutObject', key: string): boolean;
+function allows(user: string, bucket: string, action: 's3:ListBucket', prefix: string): boolean;
+function allows(user: string, bucket: string, action: string, target: string): boolean {
+  return policyOf(user).Statement.some((st) => {
+    if (st.Effect !== 'Allow' || !st.Action.includes(action)) return false;
+    if (action === 's3:ListBucket') {
+      if (!st.Resource.includes(`arn:aws:s3:::${bucket}`)) return false;
+      const prefixes = st.Condition?.StringLike?.['s3:prefix'];
+      return prefixes === undefined || (target !== '' && prefixes.some((p) => globMatch(p, target)));
+    }
+    return st.Resource.some((res) => globMatch(res, `arn:aws:s3:::${bucket}/${target}`));
+  });
+}
+
+test('S3 policies: each service may write exactly the prefixes it writes, and read what it reads', () => {
+  const bucket = configMap(rawBase().objects, 'patchcore-config')!.data!.S3_BUCKET;
+  assert.equal(compose().services['index-worker'].environment!.S3_BUCKET, bucket, 'compose and k8s use the same bucket');
+  const weights = configMap(rawBase().objects, 'patchcore-config')!.data!.WEIGHTS_OBJECT_KEY;
+  const known = new Set(['s3:GetObject', 's3:PutObject', 's3:ListBucket', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts']);
+  for (const user of S3_USERS) {
+    const policy = policyOf(user);
+    assert.equal(policy.Version, '2012-10-17');
+    for (const st of policy.Statement) {
+      assert.equal(st.Effect, 'Allow', `${user}: only Allow statements`);
+      for (const a of st.Action) assert.ok(known.has(a), `${user}: action ${a} (no wildcard, no delete: nothing deletes objects)`);
+      for (const res of st.Resource) assert.ok(res === `arn:aws:s3:::${bucket}` || res.startsWith(`arn:aws:s3:::${bucket}/`) && !res.startsWith(`arn:aws:s3:::${bucket}/*`), `${user}: ${res} is in bucket ${bucket} under a prefix`);
+    }
+  }
+  // What the services write, built by the code's own key functions (shared/storage/keys.ts).
+  const writes: Record<string, string[]> = {
+    'feature-worker': [embeddingsKey('run-1', 3)],
+    'index-worker': [modelKey('bottle', 'v-1', 'bank.f32'), modelKey('bottle', 'v-1', 'bank.hnsw'), modelKey('bottle', 'v-1', 'bank.json'), modelKey('bottle', 'v-1', 'manifest.json'), modelLatestKey('bottle')],
+    scorer: [scoresKey('eval-1', 0), mapsKey('eval-1', 0), reportKey('eval-1', 'index.html'), reportKey('eval-1', 'plots/roc.svg')],
+    producer: [datasetKey('bottle', 'train/good/000.png'), runManifestKey('run-1'), runManifestKey('eval-1')],
+  };
+  const allWrites = Object.values(writes).flat();
+  for (const user of S3_USERS) {
+    for (const key of allWrites) {
+      assert.equal(allows(user, bucket, 's3:PutObject', key), writes[user].includes(key), `${user} ${writes[user].includes(key) ? 'may' : 'may not'} write ${key}`);
+    }
+    assert.ok(!allows(user, bucket, 's3:PutObject', weights), `${user} may not replace the weights`);
+    // Everyone reads the data sets and models.
+    for (const key of [datasetKey('bottle', 'test/crack/001.png'), modelKey('bottle', 'v-1', 'manifest.json'), modelLatestKey('bottle')]) {
+      assert.ok(allows(user, bucket, 's3:GetObject', key), `${user} reads ${key}`);
+    }
+    for (const prefix of [datasetPrefix('bottle'), modelVersionPrefix('bottle', 'v-1')]) {
+      assert.ok(allows(user, bucket, 's3:ListBucket', prefix), `${user} lists ${prefix}`);
+    }
+    assert.ok(!allows(user, bucket, 's3:GetObject', `other/${weights}`));
+  }
+  // Reads of one service's output by the next, and of the weights by the pods that fetch them.
+  const reads: [string, string][] = [
+    ['index-worker', embeddingsKey('run-1', 3)],
+    ['scorer', scoresKey('eval-1', 0)],
+    ['scorer', mapsKey('eval-1', 0)],
+    ['producer', reportKey('eval-1', 'metrics.json')],
+    ['feature-worker', weights],
+    ['scorer', weights],
+    ['producer', weights],
+  ];
+  for (const [user, key] of reads) assert.ok(allows(user, bucket, 's3:GetObject', key), `${user} reads ${key}`);
+  assert.ok(!allows('feature-worker', bucket, 's3:GetObject', reportKey('eval-1', 'metrics.json')), 'the feature worker reads no reports');
+  assert.ok(!allows('scorer', bucket, 's3:GetObject', embeddingsKey('run-1', 3)), 'the scorer reads no embeddings');
+  // `report get` lists the report; `ingest` checks the bucket (HeadBucket = ListBucket with no prefix).
+  assert.ok(allows('producer', bucket, 's3:ListBucket', reportPrefix('eval-1')));
+  assert.ok(allows('producer', bucket, 's3:ListBucket', ''));
+  assert.ok(!allows('feature-worker', bucket, 's3:ListBucket', ''), 'the workers cannot list the whole bucket');
+});
+
+/** Whether a NetworkPolicy peer's podSelector (same namespace, no namespaceSelector) selects these labels. */
+function selects(selector: { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values?: string[] }[] }, labels: Record<string, string>): boolean {
+  for (const [k, v] of Object.entries(selector.matchLabels ?? {})) if (labels[k] !== v) return false;
+  for (const e of selector.matchExpressions ?? []) {
+    assert.ok(['In', 'NotIn', 'Exists', 'DoesNotExist'].includes(e.operator), e.operator);
+    const has = k(labels, e.key);
+    if (e.operator === 'In' && !(has && e.values!.includes(labels[e.key]))) return false;
+    if (e.operator === 'NotIn' && has && e.values!.includes(labels[e.key])) return false;
+    if (e.operator === 'Exists' && !has) return false;
+    if (e.operator === 'DoesNotExist' && has) return false;
+  }
+  return true;
+}
+const k = (o: Record<string, string>, key: string): boolean => Object.hasOwn(o, key);
+
+test('k8s: NetworkPolicies: nothing comes in by default; Redis and MinIO only from the pods that use them; /metrics only from monitoring', () => {
+  for (const r of renderings) {
+    const policies = r.objects.filter((o) => o.kind === 'NetworkPolicy');
+    const deny = policies.find((p) => p.metadata.name === 'default-deny-ingress');
+    assert.deepEqual(deny?.spec, { podSelector: {}, policyTypes: ['Ingress'] }, `${r.name}: default deny`);
+    const pods = podsOf(r.objects);
+    const secret = filledSecret();
+    const usesOf = (pod: PodTemplate, name: string) =>
+      allContainers(pod.spec).some((c) => name in containerEnv(c, r.objects, secret, r.name) || argvOf(c).join(' ').includes(name));
+    for (const [service, port, clientVar] of [['redis', 6379, 'REDIS_URL'], ['minio', 9000, 'MC_HOST_store']] as const) {
+      const policy = policies.find((p) => p.metadata.name === service);
+      const server = pods.find((p) => p.owner.metadata.name === service);
+      if (!server) {
+        assert.equal(policy, undefined, `${r.name}: no ${service} policy without ${service}`);
+        continue;
+      }
+      assert.ok(policy, `${r.name}: a NetworkPolicy for ${service}`);
+      assert.ok(selects(policy.spec.podSelector, server.template.metadata!.labels!), `${r.name}: ${service}'s policy selects its pods`);
+      const rules = policy.spec.ingress as { from: { podSelector?: any; namespaceSelector?: any }[]; ports: { port: number | string }[] }[];
+      assert.equal(rules.length, 1);
+      assert.deepEqual(rules[0].ports, [{ protocol: 'TCP', port }], `${r.name}: ${service} only on its port`);
+      const inNamespace = rules[0].from.filter((f) => !f.namespaceSelector);
+      for (const { owner, template } of pods) {
+        if (owner.metadata.name === service) continue;
+        // Redis clients have REDIS_URL; MinIO clients have S3 credentials (or, for the set-up Job, mc's alias).
+        const client = service === 'redis' ? usesOf(template, clientVar) : usesOf(template, 'S3_ACCESS_KEY_ID') || usesOf(template, clientVar);
+        const allowed = inNamespace.some((f) => selects(f.podSelector, template.metadata!.labels!));
+        assert.equal(allowed, client, `${r.name}: ${owner.kind}/${owner.metadata.name} ${client ? 'may' : 'may not'} reach ${service}`);
+      }
+      for (const f of rules[0].from.filter((x) => x.namespaceSelector)) {
+        assert.equal(service, 'redis', `${r.name}: only KEDA comes from outside the namespace, to Redis`);
+        assert.deepEqual(f, { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'keda' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'keda-operator' } } });
+      }
+    }
+    const metrics = policies.find((p) => p.metadata.name === 'worker-metrics');
+    assert.ok(metrics, `${r.name}: worker-metrics`);
+    assert.deepEqual(metrics.spec.ingress, [
+      { from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ protocol: 'TCP', port: 9464 }] },
+    ]);
+    for (const { d, c } of workerDeployments(r.objects)) {
+      assert.ok(selects(metrics.spec.podSelector, (d.spec.template as PodTemplate).metadata!.labels!), `${r.name}: ${d.metadata.name} is covered`);
+      assert.equal(Number(c.env?.find((e) => e.name === 'HEALTH_PORT')?.value), 9464, `${r.name}: ${d.metadata.name}'s HEALTH_PORT is the allowed port`);
+    }
+    const pm = r.objects.find((o) => o.kind === 'PodMonitor');
+    if (pm) assert.ok(selects(metrics.spec.podSelector, pm.spec.selector.matchLabels), `${r.name}: the PodMonitor scrapes pods the policy opens`);
+    for (const p of policies) assert.deepEqual(p.spec.policyTypes, ['Ingress'], `${r.name}: ${p.metadata.name} restricts ingress only`);
   }
 });
 
