@@ -18,7 +18,7 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { decodeTensorFile } from '../storage/tensor-file.js';
 import { checkDatasetKeys, listStoredDataset } from './dataset-store.js';
 import type { ModelCache } from './model-store.js';
-import { ShardScoresSchema } from './score-shard.js';
+import { ShardScoresSchema, ShardTimingsSchema, scoreTimingsKey } from './score-shard.js';
 
 export interface ReportJobResult {
   runId: string;
@@ -53,8 +53,12 @@ export async function buildRunReport(
   for (const [n, shard] of p.shards.entries()) {
     const scores = await timer.time('download', () => ctx.store.getJson(scoresKey(p.runId, shard), ShardScoresSchema));
     if (n === 0 && scores.engine && scores.backend) engine = { name: scores.engine, backend: scores.backend };
-    if (scores.timings_ms) scoreJobs.push(jobTimings(scores.timings_ms, scores.queue_wait_ms ?? null));
-    lastShardDone = Math.max(lastShardDone, scores.finished_at ?? 0);
+    // Absent for runs scored before shards recorded their timings.
+    const timings = await timer.time('download', () => ctx.store.getManifest(scoreTimingsKey(p.runId, shard), ShardTimingsSchema));
+    if (timings) {
+      scoreJobs.push(jobTimings(timings.timings_ms, timings.queue_wait_ms));
+      lastShardDone = Math.max(lastShardDone, timings.finished_at);
+    }
     failed.push(...scores.failed);
     const maps = scores.images.length
       ? decodeTensorFile(await timer.time('download', () => ctx.store.getObject(mapsKey(p.runId, shard))), mapsKey(p.runId, shard), 'maps')

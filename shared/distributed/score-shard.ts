@@ -8,7 +8,7 @@ import { scorePatchcore } from '../methods/patchcore.js';
 import { checkWeights } from '../pipeline/weights.js';
 import type { ScoreShardPayload } from '../queue/jobs.js';
 import { StageTimer, queueWaitMs, type QueuedJob } from '../run/timings.js';
-import { mapsKey, scoresKey } from '../storage/keys.js';
+import { mapsKey, runPrefix, scoresKey, shardName } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { encodeTensorFile, type TensorImageEntry } from '../storage/tensor-file.js';
 import { checkDatasetKeys, storeSources } from './dataset-store.js';
@@ -32,12 +32,22 @@ export const ShardScoresSchema = z.object({
   /** The backbone the shard was scored with. */
   engine: z.string().optional(),
   backend: z.string().optional(),
-  /** The job's stage timings and queue wait, and when it finished (ms since the epoch): for the run's report. */
-  timings_ms: z.record(z.string(), z.number()).optional(),
-  queue_wait_ms: z.number().nullable().optional(),
-  finished_at: z.number().optional(),
 });
 export type ShardScores = z.infer<typeof ShardScoresSchema>;
+
+/**
+ * Where a score job's time went, for the run's report: its stage timings, queue wait and when it finished (ms
+ * since the epoch). Apart from the scores so that a retried shard rewrites the scores byte for byte.
+ */
+export const ShardTimingsSchema = z.object({
+  timings_ms: z.record(z.string(), z.number()),
+  queue_wait_ms: z.number().nullable(),
+  finished_at: z.number(),
+});
+export type ShardTimings = z.infer<typeof ShardTimingsSchema>;
+
+/** runs/<run>/timings/score-<shard>.json */
+export const scoreTimingsKey = (run: string, shard: string): string => `${runPrefix(run)}timings/score-${shardName(shard)}.json`;
 
 export interface ScoreShardResult {
   shardId: string;
@@ -101,10 +111,8 @@ export async function scoreShard(p: ScoreShardPayload, ctx: ScoreShardContext): 
   // Maps first, then the scores that point to them: a scores file always has its maps.
   await timer.time('upload', () => ctx.store.putObject(mapsKey(p.runId, p.shardId), encodeTensorFile(
     { dtype: 'float32', dim: Math.max(mapSize, 1), count: maps.length, grid, images: entries }, data)));
-  // The scores file is the last upload: the timings it records cover all but its own upload.
-  out.timings_ms = timer.toJSON();
-  out.queue_wait_ms = queueWaitMs(ctx.job);
-  out.finished_at = Date.now();
   await timer.time('upload', () => ctx.store.putJson(scoresKey(p.runId, p.shardId), out));
+  const timings: ShardTimings = { timings_ms: timer.toJSON(), queue_wait_ms: queueWaitMs(ctx.job), finished_at: Date.now() };
+  await ctx.store.putJson(scoreTimingsKey(p.runId, p.shardId), timings);
   return { shardId: p.shardId, images: out.images.length, failed: out.failed.length, timings_ms: timer.toJSON() };
 }
