@@ -135,9 +135,9 @@ async function main(): Promise<void> {
   process.env.LOG_LEVEL ??= 'warn';
   const { createLogger } = await import('../shared/log.js');
   const { defaultDatasetDir, defaultWeightsPath, sharedDir } = await import('../shared/paths.js');
-  const { fitModel } = await import('../shared/pipeline/fit.js');
-  const { evaluateModel } = await import('../shared/pipeline/evaluate.js');
-  const { peakRssMiB } = await import('../shared/pipeline/timings.js');
+  const { fitModel } = await import('../shared/local/fit.js');
+  const { evaluateModel } = await import('../shared/local/evaluate.js');
+  const { peakRssMiB } = await import('../shared/run/timings.js');
 
   if (values.engine !== 'onnx' && values.engine !== 'tfjs') throw new Error(`--engine must be tfjs or onnx, got "${values.engine}"`);
   if (values.recipe !== 'paper' && values.recipe !== 'seed') throw new Error(`--recipe must be paper or seed, got "${values.recipe}"`);
@@ -285,8 +285,8 @@ async function recallSweep(modelDir: string, dataDir: string, weightsPath: strin
   const { getRecipe } = await import('../shared/features/recipes.js');
   const { readManifest } = await import('../shared/model/manifest.js');
   const { extractFeatures } = await import('../shared/pipeline/extract.js');
-  const { localSources } = await import('../shared/pipeline/local-source.js');
-  const { StageTimer } = await import('../shared/pipeline/timings.js');
+  const { localSources } = await import('../shared/run/sources.js');
+  const { StageTimer } = await import('../shared/run/timings.js');
   const manifest = readManifest(modelDir);
   const recipe = getRecipe(manifest.recipe);
   const bank = await MemoryBank.load(modelDir);

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../shared/paths.js';
-import { methodNames } from '../shared/pipeline/evaluate.js';
+import { methodNames } from '../shared/local/evaluate.js';
 import { makeBottleSubset } from './helpers/subset.js';
 
 const bin = join(repoRoot, 'bin', 'patchcore.js');

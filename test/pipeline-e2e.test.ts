@@ -1,6 +1,7 @@
 // The distributed pipeline end to end through a real redis-server, a real S3-compatible server (s3rver) and
 // separate worker processes (two feature workers, an index worker, a scorer) on real bottle images, compared
-// with the in-process fit/evaluate on the same images and settings: the bank and every score must be equal.
+// with the in-process fit/evaluate on the same images and settings: the bank, every score and the whole metrics.json
+// (but for timings and ids) must be equal.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -12,8 +13,9 @@ import { z } from 'zod';
 import { startRedisServer, type RedisServer } from '../shared/embedded/redis-server.js';
 import { startS3rver, type S3Server } from '../shared/embedded/s3-server.js';
 import { defaultWeightsPath, repoRoot } from '../shared/paths.js';
-import { evaluateModel } from '../shared/pipeline/evaluate.js';
-import { fitModel, sha256File } from '../shared/pipeline/fit.js';
+import { evaluateModel } from '../shared/local/evaluate.js';
+import { fitModel } from '../shared/local/fit.js';
+import { sha256File } from '../shared/pipeline/weights.js';
 import { createRedisConnection, redisConfigFromEnv } from '../shared/queue/config.js';
 import { createFlowProducer, runProgress } from '../shared/queue/flows.js';
 import { modelKey, reportKey } from '../shared/storage/keys.js';
@@ -54,6 +56,13 @@ after(async () => {
   await s3?.stop();
 });
 
+/** metrics.json without the keys that differ between any two runs: timings_ms, peak_rss_mib, model.dir, model.version. */
+function comparable(metrics: Record<string, unknown>): Record<string, unknown> {
+  const { timings_ms: _t, peak_rss_mib: _p, model, ...rest } = metrics;
+  const { dir: _d, version: _v, ...modelRest } = model as Record<string, unknown>;
+  return { ...rest, model: modelRest };
+}
+
 test('distributed train + evaluate equals in-process fit + evaluate on the same images', async () => {
   const store = new ObjectStore(storageConfigFromEnv(env));
   await store.ensureBucket();
@@ -79,7 +88,7 @@ test('distributed train + evaluate equals in-process fit + evaluate on the same 
 
     // The same images and settings in one process.
     const localModel = join(work, 'model');
-    await fitModel({ dataDir: data, modelDir: localModel, weightsPath: defaultWeightsPath(), coresetRatio: 0.1, logger: log });
+    await fitModel({ dataDir: data, modelDir: localModel, weightsPath: defaultWeightsPath(), coresetRatio: 0.1, category: 'bottle', logger: log });
     const localOut = join(work, 'eval');
     const local = await evaluateModel({ modelDir: localModel, dataDir: data, outDir: localOut, weightsPath: defaultWeightsPath(), logger: log });
 
@@ -88,8 +97,21 @@ test('distributed train + evaluate equals in-process fit + evaluate on the same 
     const remoteCsv = (await store.getObject(reportKey(evaluation.runId, 'scores.csv'))).toString();
     assert.equal(remoteCsv, readFileSync(join(localOut, 'scores.csv'), 'utf8'));
     const remote = JSON.parse((await store.getObject(reportKey(evaluation.runId, 'metrics.json'))).toString());
+    const localFile = JSON.parse(readFileSync(join(localOut, 'metrics.json'), 'utf8'));
     for (const k of ['image_auroc', 'pixel_auroc', 'aupro', 'f1_max', 'threshold', 'confusion_matrix', 'images'] as const) {
       assert.deepEqual(remote[k], local[k], k);
+    }
+    // The whole metrics.json, key for key and value for value, but for what differs by nature: the timings
+    // (timings_ms, peak_rss_mib) and the model's id (model.dir locally, model.version in the bucket).
+    assert.equal(remote.model.version, train.version);
+    assert.equal(localFile.model.dir, localModel);
+    assert.deepEqual(comparable(remote), comparable(localFile));
+    for (const k of ['decision', 'hnsw_recall_at_1', 'model', 'failed_images', 'per_defect_type', 'score_stats']) assert.ok(k in remote, k);
+    assert.equal(typeof remote.hnsw_recall_at_1, 'number');
+    // The distributed report's timings tell the whole run: training and evaluation jobs, queue wait included.
+    for (const job of ['features', 'index', 'score', 'report']) {
+      assert.ok(Object.keys(remote.timings_ms).some((k) => k.startsWith(`${job} compute`)), `${job} compute in ${Object.keys(remote.timings_ms)}`);
+      assert.equal(typeof remote.timings_ms[`${job} queue wait`], 'number', `${job} queue wait`);
     }
     assert.ok(await store.exists(reportKey(evaluation.runId, 'index.html')));
     const progress = await runProgress(connection, evaluation.runId, 'evaluation', { prefix: redisConfig.prefix });

@@ -9,7 +9,7 @@ import { startS3rver, type S3Server } from '../../shared/embedded/s3-server.js';
 import { accountRun } from '../../shared/distributed/accounting.js';
 import { createLogger } from '../../shared/log.js';
 import { repoRoot } from '../../shared/paths.js';
-import { sha256File } from '../../shared/pipeline/fit.js';
+import { sha256File } from '../../shared/pipeline/weights.js';
 import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/config.js';
 import { createFlowProducer } from '../../shared/queue/flows.js';
 import { reportPrefix, shardName } from '../../shared/storage/keys.js';

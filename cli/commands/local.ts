@@ -5,9 +5,9 @@ import { resolve } from 'node:path';
 import { fitAutoencoder } from '../../shared/autoencoder/fit.js';
 import { createLogger } from '../../shared/log.js';
 import { defaultWeightsPath } from '../../shared/paths.js';
-import { fitModel } from '../../shared/pipeline/fit.js';
-import { compareModels, evaluateModel } from '../../shared/pipeline/evaluate.js';
-import type { EvaluationMetrics } from '../../shared/pipeline/metrics.js';
+import { fitModel } from '../../shared/local/fit.js';
+import { compareModels, evaluateModel } from '../../shared/local/evaluate.js';
+import type { EvaluationMetrics } from '../../shared/evaluation/types.js';
 import { UsageError, defineCommand, heading } from '../args.js';
 import { BACKBONE_OPTIONS, FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, allOptional } from '../options.js';
 

@@ -3,8 +3,8 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { createLogger } from '../../shared/log.js';
-import { sha256File } from '../../shared/pipeline/fit.js';
-import { startProgress } from '../../shared/pipeline/progress.js';
+import { sha256File } from '../../shared/pipeline/weights.js';
+import { startProgress } from '../../shared/run/progress.js';
 import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/config.js';
 import { createFlowProducer, runProgress, type RunKind, type RunProgress } from '../../shared/queue/flows.js';
 import { reportPrefix } from '../../shared/storage/keys.js';

@@ -2,7 +2,7 @@
 import { createBackbone } from '../../shared/backbone/engine.js';
 import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
 import { extractShardFeatures } from '../../shared/distributed/shard-features.js';
-import { sha256File } from '../../shared/pipeline/fit.js';
+import { sha256File } from '../../shared/pipeline/weights.js';
 import { FEATURES_QUEUE } from '../../shared/queue/jobs.js';
 import { WorkerRuntime } from '../../shared/queue/worker-runtime.js';
 
@@ -15,7 +15,7 @@ export async function startFeatureWorker(opts: { handleSignals?: boolean } = {})
     FEATURES_QUEUE,
     (payload, job) =>
       extractShardFeatures(payload, {
-        store: ctx.store, backbone, weightsSha256, log: job.log,
+        store: ctx.store, backbone, weightsSha256, log: job.log, job: job.job,
         progress: (done, total) => job.progress({ done, total }),
       }),
     workerDefaults(ctx, opts.handleSignals),

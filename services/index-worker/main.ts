@@ -12,7 +12,7 @@ export async function startIndexWorker(opts: { handleSignals?: boolean } = {}): 
     INDEX_QUEUE,
     async (payload, job) => {
       const shards = await collectShardResults<ShardFeaturesResult>(job.job, payload.shards);
-      return mergeShardsIntoModel(payload, shards, { store: ctx.store, log: job.log });
+      return mergeShardsIntoModel(payload, shards, { store: ctx.store, log: job.log, job: job.job });
     },
     workerDefaults(ctx, opts.handleSignals),
   ).start();

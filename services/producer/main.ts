@@ -1,6 +1,6 @@
 // Scheduler worker: runs the `retrain` jobs that the job schedulers (`patchcore schedule set`) produce.
 import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
-import { sha256File } from '../../shared/pipeline/fit.js';
+import { sha256File } from '../../shared/pipeline/weights.js';
 import { SCHEDULE_QUEUE } from '../../shared/queue/jobs.js';
 import { WorkerRuntime } from '../../shared/queue/worker-runtime.js';
 import { runRetrain } from './scheduler.js';

@@ -5,7 +5,7 @@ import { ModelCache } from '../../shared/distributed/model-store.js';
 import { buildRunReport } from '../../shared/distributed/report-job.js';
 import { scoreShard } from '../../shared/distributed/score-shard.js';
 import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
-import { sha256File } from '../../shared/pipeline/fit.js';
+import { sha256File } from '../../shared/pipeline/weights.js';
 import { REPORT_QUEUE, SCORE_QUEUE } from '../../shared/queue/jobs.js';
 import { WorkerRuntime } from '../../shared/queue/worker-runtime.js';
 
@@ -20,7 +20,7 @@ export async function startScorer(opts: { handleSignals?: boolean } = {}): Promi
     SCORE_QUEUE,
     (payload, job) =>
       scoreShard(payload, {
-        store: ctx.store, models, backbone, weightsSha256, log: job.log, batchSize: settings.batchSize,
+        store: ctx.store, models, backbone, weightsSha256, log: job.log, job: job.job, batchSize: settings.batchSize,
         progress: (done, total) => job.progress({ done, total }),
       }),
     common,
@@ -28,7 +28,7 @@ export async function startScorer(opts: { handleSignals?: boolean } = {}): Promi
   // No port of its own: it shares the process's metrics registry, which the score worker's /metrics serves.
   const reports = await new WorkerRuntime(
     REPORT_QUEUE,
-    (payload, job) => buildRunReport(payload, { store: ctx.store, models, log: job.log }),
+    (payload, job) => buildRunReport(payload, { store: ctx.store, models, log: job.log, job: job.job }),
     { ...common, concurrency: 1, healthPort: null },
   ).start();
   return runningService(ctx, [scoring, reports], () => backbone.dispose());

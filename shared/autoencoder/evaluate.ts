@@ -1,10 +1,10 @@
 // Scoring with a saved autoencoder: load the model folder, reconstruct test images in batches, and turn each
 // reconstruction error into an anomaly map in the model frame and an image score.
 import { loadTfRuntime } from '../backbone/tfjs-engine.js';
-import type { Frame } from '../image/index.js';
+import type { ImageResult } from '../evaluation/types.js';
 import type { Logger } from '../log.js';
-import type { ImageSource } from '../pipeline/extract.js';
-import type { StageTimer } from '../pipeline/timings.js';
+import type { ImageSource } from '../run/sources.js';
+import type { StageTimer } from '../run/timings.js';
 import { inputBatches } from './inputs.js';
 import { configOf, readAutoencoderManifest, readAutoencoderWeights, type AutoencoderManifest } from './manifest.js';
 import { ConvAutoencoder } from './model.js';
@@ -24,16 +24,12 @@ export async function loadAutoencoder(modelDir: string, logger: Logger): Promise
   return { manifest, model: ConvAutoencoder.fromParameters(rt.tf, configOf(manifest), parameters), backend: rt.backend };
 }
 
-export type AutoencoderImageScore =
-  | { ok: true; id: string; frame: Frame; score: number; map: Float32Array }
-  | { ok: false; id: string; error: string };
-
 /** One result per source, in order. */
 export async function* scoreWithAutoencoder(
   loaded: LoadedAutoencoder,
   sources: ImageSource[],
   opts: { batchSize: number; timer: StageTimer },
-): AsyncGenerator<AutoencoderImageScore> {
+): AsyncGenerator<ImageResult> {
   const { manifest, model } = loaded;
   const size = manifest.architecture.inputSize;
   const per = size * size * 3;
@@ -43,7 +39,7 @@ export async function* scoreWithAutoencoder(
     const input = new Float32Array(good.length * per);
     good.forEach((p, i) => input.set(p.input, i * per));
     const recon = good.length > 0 ? await opts.timer.time('reconstruct', () => model.reconstruct(input, good.length)) : input;
-    const results = new Map<string, AutoencoderImageScore>();
+    const results = new Map<string, ImageResult>();
     good.forEach((p, i) => {
       const map = opts.timer.timeSync('maps', () => {
         const err = reconstructionError(p.input, recon.subarray(i * per, (i + 1) * per), size);

@@ -14,4 +14,4 @@ export {
   readAutoencoderWeights, writeAutoencoderWeights, type AutoencoderManifest,
 } from './manifest.js';
 export { fitAutoencoder, AUTOENCODER_TRAINING_DEFAULTS, type AutoencoderFitOptions } from './fit.js';
-export { loadAutoencoder, scoreWithAutoencoder, type LoadedAutoencoder, type AutoencoderImageScore } from './evaluate.js';
+export { loadAutoencoder, scoreWithAutoencoder, type LoadedAutoencoder } from './evaluate.js';

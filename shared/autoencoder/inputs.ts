@@ -1,8 +1,8 @@
 // Image sources -> autoencoder inputs, a batch at a time, decoding the next batch while the current one is used.
 // A file that cannot be decoded is reported for that image and the rest go on.
 import { decodeImage, type Frame, type FrameSpec } from '../image/index.js';
-import type { ImageSource } from '../pipeline/extract.js';
-import type { StageTimer } from '../pipeline/timings.js';
+import type { ImageSource } from '../run/sources.js';
+import type { StageTimer } from '../run/timings.js';
 import { toAutoencoderInput } from './preprocess.js';
 
 export type PreparedInput =

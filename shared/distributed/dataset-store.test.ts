@@ -7,7 +7,7 @@ import { createBackbone } from '../backbone/engine.js';
 import { getRecipe } from '../features/recipes.js';
 import { defaultDatasetDir, defaultWeightsPath } from '../paths.js';
 import { extractFeatures } from '../pipeline/extract.js';
-import { StageTimer } from '../pipeline/timings.js';
+import { StageTimer } from '../run/timings.js';
 import { NotFoundError, type ObjectStore } from '../storage/object-store.js';
 import { checkDatasetKeys, ImageReadError, storeSources } from './dataset-store.js';
 

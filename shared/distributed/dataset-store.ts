@@ -2,7 +2,7 @@
 // folder; and image sources that read from the store.
 import { UnrecoverableError } from 'bullmq';
 import { classifyDatasetPaths, type DatasetNeeds, type MvtecDataset } from '../dataset/mvtec.js';
-import type { ImageSource } from '../pipeline/extract.js';
+import type { ImageSource } from '../run/sources.js';
 import { datasetsRoot, idSegment, normaliseRelativePath } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 

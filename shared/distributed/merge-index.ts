@@ -2,13 +2,13 @@
 // union of the shards' rows, per-shard coresets or all patches, reduced again) -> a model version in storage.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { DEFAULT_HNSW } from '../bank/index.js';
 import { getRecipe } from '../features/recipes.js';
 import type { Logger } from '../log.js';
-import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type ModelManifest } from '../model/manifest.js';
 import { buildBankInThread } from '../pipeline/bank-thread.js';
-import { StageTimer, peakRssMiB } from '../pipeline/timings.js';
+import { buildPatchcoreManifest } from '../pipeline/model-manifest.js';
+import { StageTimer, jobTimings, peakRssMiB, queueWaitMs, sumJobTimings, type QueuedJob } from '../run/timings.js';
 import type { BuildIndexPayload } from '../queue/jobs.js';
 import { embeddingsKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -32,7 +32,7 @@ export interface MergeIndexResult {
 export async function mergeShardsIntoModel(
   p: BuildIndexPayload,
   shardResults: Map<string, ShardFeaturesResult>,
-  ctx: { store: ObjectStore; log: Logger },
+  ctx: { store: ObjectStore; log: Logger; job?: QueuedJob },
 ): Promise<MergeIndexResult> {
   const timer = new StageTimer();
   const t0 = performance.now();
@@ -84,35 +84,27 @@ export async function mergeShardsIntoModel(
     });
     for (const [stage, ms] of Object.entries(built.timings_ms)) timer.add(stage, ms);
 
-    const results = p.shards.map((s) => shardResults.get(s));
-    const first = results.find((r) => r !== undefined);
+    const results = p.shards.map((s) => shardResults.get(s)).filter((r) => r !== undefined);
+    const first = results[0];
     const grid = [...grids][0].split('x').map(Number) as [number, number];
-    const manifest: ModelManifest = {
-      format: MODEL_FORMAT,
-      version: MODEL_FORMAT_VERSION,
-      createdAt: new Date().toISOString(),
-      category: p.category,
-      recipe: recipe.name,
-      featureDim: recipe.dim,
-      grid,
-      backbone: {
-        name: 'resnet50',
-        layers: [...recipe.layers],
-        weights: { file: basename(p.weights.file), sha256: p.weights.sha256 },
-        engine: first?.engine ?? 'unknown',
-        backend: first?.backend ?? 'unknown',
-      },
-      frame: p.frame,
-      coreset: { ratio: p.coreset.ratio, target: built.count, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, trainPatches },
-      bank: { count: built.count, dim: recipe.dim, hnsw },
-      scoring: { sigma: p.sigma ?? 4, reweightNeighbours: null },
+    const lastShardDone = Math.max(0, ...results.map((r) => r.finished_at ?? 0));
+    const manifest = buildPatchcoreManifest({
+      category: p.category, recipe, grid, weights: p.weights,
+      engine: first?.engine ?? 'unknown', backend: first?.backend ?? 'unknown', frame: p.frame,
+      coreset: { ratio: p.coreset.ratio, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, trainPatches },
+      bank: { count: built.count, hnsw },
+      // The build-index payload does not carry re-weighting (shared/queue/jobs.ts): plain max scoring.
+      scoring: { sigma: p.sigma, reweightNeighbours: null },
       training: {
         images,
-        skipped: results.flatMap((r) => r?.failed ?? []),
+        skipped: results.flatMap((r) => r.failed),
         timings_ms: { ...timer.toJSON(), total: Math.round(performance.now() - t0) },
-        peak_rss_mib: peakRssMiB(),
+        jobs: {
+          features: sumJobTimings(results.map((r) => jobTimings(r.timings_ms, r.queue_wait_ms ?? null))),
+          index: jobTimings(timer.toJSON(), queueWaitMs(ctx.job, lastShardDone)),
+        },
       },
-    };
+    });
     await timer.time('upload', () => uploadModel(ctx.store, p.category, p.version, bankDir, manifest));
     await setLatest(ctx.store, p.category, p.version, p.runId);
     ctx.log.info({ category: p.category, version: p.version, bank: built.count, rows, trainPatches }, 'model version written');

@@ -1,18 +1,24 @@
-// Report job: the scores and maps of every score shard of an evaluation run, plus the ground-truth masks from
-// the dataset -> metrics and the report under reports/<run>/ (metrics.json, scores.csv, index.html, plots,
-// gallery). The report's index.html is written last.
-import { decodeMask, maskToFrame } from '../image/index.js';
+// Report job, an adapter over the stages: the scores and maps of every score shard of an evaluation run, plus the
+// ground-truth masks from the dataset in the bucket -> metrics.json (assembled exactly as by the local evaluate)
+// and the report under reports/<run>/ (metrics.json, scores.csv, index.html, plots, gallery). index.html is
+// written last. Its timings cover the whole run: training (features, index) and evaluation (score, report) jobs.
+import { readGroundTruth } from '../evaluation/ground-truth.js';
+import { assembleMetrics } from '../evaluation/metrics.js';
+import type { EvaluationMetrics, FailedImage, ScoredImage } from '../evaluation/types.js';
 import type { Logger } from '../log.js';
-import { computeMetrics, type EvaluationMetrics, type ScoredImage } from '../pipeline/metrics.js';
-import { StageTimer, peakRssMiB } from '../pipeline/timings.js';
+import { describePatchcore, patchcoreModelRecord } from '../methods/patchcore.js';
 import type { ReportPayload } from '../queue/jobs.js';
 import { buildReport, type ReportImage, type ReportWriter } from '../report/index.js';
+import type { ByteReader } from '../run/sources.js';
+import {
+  StageTimer, jobTimingRows, jobTimings, peakRssMiB, queueWaitMs, sumJobTimings, type JobTimings, type QueuedJob,
+} from '../run/timings.js';
 import { mapsKey, reportKey, reportPrefix, scoresKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { decodeTensorFile } from '../storage/tensor-file.js';
 import { checkDatasetKeys, listStoredDataset } from './dataset-store.js';
 import type { ModelCache } from './model-store.js';
-import { ShardScoresSchema } from './score-shard.js';
+import { ShardScoresSchema, ShardTimingsSchema, scoreTimingsKey } from './score-shard.js';
 
 export interface ReportJobResult {
   runId: string;
@@ -28,19 +34,31 @@ export function storeReportWriter(store: ObjectStore, runId: string): ReportWrit
 }
 
 export async function buildRunReport(
-  p: ReportPayload, ctx: { store: ObjectStore; models: ModelCache; log: Logger },
+  p: ReportPayload, ctx: { store: ObjectStore; models: ModelCache; log: Logger; job?: QueuedJob },
 ): Promise<ReportJobResult> {
   const timer = new StageTimer();
   const t0 = performance.now();
   checkDatasetKeys(p.datasetPrefix, []);
-  const { manifest } = await ctx.models.get(p.model.category, p.model.version);
+  const { manifest } = await timer.time('load_model', () => ctx.models.get(p.model.category, p.model.version));
   const dataset = await timer.time('list', () => listStoredDataset(ctx.store, p.datasetPrefix, { test: true }));
+  // A storage fault fails the job (retried); only a mask that cannot be decoded is reported per image.
+  const read: ByteReader = (rel) => timer.time('download', () => ctx.store.getObject(p.datasetPrefix + rel));
   const byId = new Map(dataset.test.map((img) => [img.path, img]));
   const images: (ScoredImage & ReportImage)[] = [];
-  const failed: { id: string; error: string }[] = [];
+  const failed: FailedImage[] = [];
   const shardOf = new Map<string, string>();
-  for (const shard of p.shards) {
+  const scoreJobs: JobTimings[] = [];
+  let lastShardDone = 0;
+  let engine = { name: manifest.backbone.engine, backend: manifest.backbone.backend };
+  for (const [n, shard] of p.shards.entries()) {
     const scores = await timer.time('download', () => ctx.store.getJson(scoresKey(p.runId, shard), ShardScoresSchema));
+    if (n === 0 && scores.engine && scores.backend) engine = { name: scores.engine, backend: scores.backend };
+    // Absent for runs scored before shards recorded their timings.
+    const timings = await timer.time('download', () => ctx.store.getManifest(scoreTimingsKey(p.runId, shard), ShardTimingsSchema));
+    if (timings) {
+      scoreJobs.push(jobTimings(timings.timings_ms, timings.queue_wait_ms));
+      lastShardDone = Math.max(lastShardDone, timings.finished_at);
+    }
     failed.push(...scores.failed);
     const maps = scores.images.length
       ? decodeTensorFile(await timer.time('download', () => ctx.store.getObject(mapsKey(p.runId, shard))), mapsKey(p.runId, shard), 'maps')
@@ -56,40 +74,40 @@ export async function buildRunReport(
       if (earlier !== undefined) throw new Error(`evaluation run ${p.runId}: image "${s.id}" was scored by shards ${earlier} and ${shard}`);
       shardOf.set(s.id, shard);
       const map = maps!.data.slice(i * maps!.header.dim, (i + 1) * maps!.header.dim);
-      let mask: Uint8Array | null = img.label === 0 ? new Uint8Array(s.frame.width * s.frame.height) : null;
-      if (img.maskPath) {
-        // A storage fault fails the job (retried); only a mask that cannot be decoded is reported per image.
-        const maskBytes = await timer.time('download', () => ctx.store.getObject(p.datasetPrefix + img.maskPath));
-        try {
-          mask = maskToFrame(await decodeMask(maskBytes, img.maskPath), s.frame);
-        } catch (err) {
-          failed.push({ id: img.maskPath, error: (err as Error).message });
-        }
-      }
+      const truth = await readGroundTruth(img, s.frame, read);
+      if (truth.failed) failed.push(truth.failed);
       images.push({
-        id: s.id, defectType: img.defectType, label: img.label, score: s.score, map, mask,
-        height: s.frame.height, width: s.frame.width, frame: s.frame, image: () => ctx.store.getObject(s.key),
+        id: s.id, defectType: img.defectType, label: img.label, score: s.score, map, mask: truth.mask,
+        height: s.frame.height, width: s.frame.width, frame: s.frame, recall: s.recall ?? null, image: () => ctx.store.getObject(s.key),
       });
     }
   }
   if (images.length === 0) throw new Error(`evaluation run ${p.runId}: no image was scored (${failed.length} failed)`);
-  const metrics: EvaluationMetrics = {
-    ...timer.timeSync('metrics', () => computeMetrics(images)),
-    failed_images: failed,
-    model: { category: p.model.category, version: p.model.version, recipe: manifest.recipe, bank: manifest.bank.count },
+  const { metrics, threshold } = timer.timeSync('metrics', () => assembleMetrics({
+    images, failed, model: { version: p.model.version, ...patchcoreModelRecord(manifest, engine) },
+    validationScores: manifest.validation?.scores, modelName: `model ${p.model.category}/${p.model.version}`,
+  }));
+  // The evaluation's stages summed over its jobs, like a local evaluate's, then where the whole run's time went.
+  const reportJob = jobTimings(timer.toJSON(), queueWaitMs(ctx.job, lastShardDone));
+  const evaluationStages = sumJobTimings([...scoreJobs, reportJob]).by_stage_ms;
+  metrics.timings_ms = {
+    ...Object.fromEntries(Object.entries(evaluationStages).map(([k, v]) => [k, Math.round(v)])),
+    total: Math.round(performance.now() - t0),
+    ...jobTimingRows({
+      ...(manifest.training.jobs ?? {}),
+      ...(scoreJobs.length ? { score: sumJobTimings(scoreJobs) } : {}),
+      report: reportJob,
+    }),
   };
-  metrics.timings_ms = { ...timer.toJSON(), total: Math.round(performance.now() - t0) };
   metrics.peak_rss_mib = peakRssMiB();
   await timer.time('report', () =>
     buildReport(
       {
         run: {
-          runId: p.runId, modelVersion: `${p.model.category}/${p.model.version}`, recipe: manifest.recipe,
-          backbone: `ResNet-50 (${manifest.backbone.layers.join(', ')}), ${manifest.backbone.engine}/${manifest.backbone.backend}`,
-          coresetSize: manifest.bank.count, dataset: p.datasetPrefix, createdAt: new Date().toISOString(),
-          timings: metrics.timings_ms,
+          runId: p.runId, modelVersion: `${p.model.category}/${p.model.version}`, ...describePatchcore(manifest, engine),
+          dataset: p.datasetPrefix, createdAt: new Date().toISOString(), timings: metrics.timings_ms,
         },
-        name: 'patchcore', images, metrics,
+        name: 'patchcore', images, metrics, threshold,
       },
       storeReportWriter(ctx.store, p.runId),
     ),

@@ -1,19 +1,18 @@
-// Scorer step: one shard of test images -> per-image scores (runs/<run>/scores/<shard>.json) and anomaly maps
-// in the model frame (runs/<run>/maps/<shard>.bin), with the model version loaded once per process.
+// Scorer step, an adapter over the stages: one shard of test images in the bucket -> per-image scores
+// (runs/<run>/scores/<shard>.json) and anomaly maps in the model frame (runs/<run>/maps/<shard>.bin), scored by the
+// same loop as the local evaluate, with the model version loaded once per process.
 import { z } from 'zod';
 import type { BackboneEngine } from '../backbone/engine.js';
-import { getRecipe } from '../features/recipes.js';
 import type { Logger } from '../log.js';
-import { extractFeatures } from '../pipeline/extract.js';
-import { scoreImage } from '../pipeline/score-image.js';
-import { StageTimer } from '../pipeline/timings.js';
+import { scorePatchcore } from '../methods/patchcore.js';
+import { checkWeights } from '../pipeline/weights.js';
 import type { ScoreShardPayload } from '../queue/jobs.js';
-import { mapsKey, scoresKey } from '../storage/keys.js';
+import { StageTimer, queueWaitMs, type QueuedJob } from '../run/timings.js';
+import { mapsKey, runPrefix, scoresKey, shardName } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { encodeTensorFile, type TensorImageEntry } from '../storage/tensor-file.js';
 import { checkDatasetKeys, storeSources } from './dataset-store.js';
 import type { ModelCache } from './model-store.js';
-import { WeightsMismatchError } from './shard-features.js';
 
 const FrameSchema = z.object({
   sourceWidth: z.number(), sourceHeight: z.number(), resizedWidth: z.number(), resizedHeight: z.number(),
@@ -24,10 +23,31 @@ export const ShardScoresSchema = z.object({
   runId: z.string(),
   shardId: z.string(),
   model: z.object({ category: z.string(), version: z.string() }),
-  images: z.array(z.object({ id: z.string(), key: z.string(), score: z.number(), frame: FrameSchema })),
+  images: z.array(z.object({
+    id: z.string(), key: z.string(), score: z.number(), frame: FrameSchema,
+    /** HNSW recall@1 on the image's sampled patches. */
+    recall: z.object({ hits: z.number().int().nonnegative(), total: z.number().int().positive() }).optional(),
+  })),
   failed: z.array(z.object({ id: z.string(), error: z.string() })),
+  /** The backbone the shard was scored with. */
+  engine: z.string().optional(),
+  backend: z.string().optional(),
 });
 export type ShardScores = z.infer<typeof ShardScoresSchema>;
+
+/**
+ * Where a score job's time went, for the run's report: its stage timings, queue wait and when it finished (ms
+ * since the epoch). Apart from the scores so that a retried shard rewrites the scores byte for byte.
+ */
+export const ShardTimingsSchema = z.object({
+  timings_ms: z.record(z.string(), z.number()),
+  queue_wait_ms: z.number().nullable(),
+  finished_at: z.number(),
+});
+export type ShardTimings = z.infer<typeof ShardTimingsSchema>;
+
+/** runs/<run>/timings/score-<shard>.json */
+export const scoreTimingsKey = (run: string, shard: string): string => `${runPrefix(run)}timings/score-${shardName(shard)}.json`;
 
 export interface ScoreShardResult {
   shardId: string;
@@ -44,43 +64,41 @@ export interface ScoreShardContext {
   log: Logger;
   batchSize: number;
   progress?: (done: number, total: number) => Promise<void> | void;
+  /** The queued job, for its queue wait. */
+  job?: QueuedJob;
 }
 
 export async function scoreShard(p: ScoreShardPayload, ctx: ScoreShardContext): Promise<ScoreShardResult> {
   checkDatasetKeys(p.datasetPrefix, p.imageKeys);
   const timer = new StageTimer();
   const { manifest, bank } = await timer.time('load_model', () => ctx.models.get(p.model.category, p.model.version));
-  if (manifest.backbone.weights.sha256 !== ctx.weightsSha256) {
-    throw new WeightsMismatchError(
-      `model ${p.model.category}/${p.model.version} was trained with weights ${manifest.backbone.weights.file} ` +
-        `(sha256 ${manifest.backbone.weights.sha256.slice(0, 12)}...), not this worker's (${ctx.weightsSha256.slice(0, 12)}...)`,
-    );
-  }
-  const recipe = getRecipe(manifest.recipe);
-  const out: ShardScores = { runId: p.runId, shardId: p.shardId, model: p.model, images: [], failed: [] };
+  checkWeights(ctx.weightsSha256, manifest.backbone.weights.sha256, (actual, expected) =>
+    `model ${p.model.category}/${p.model.version} was trained with weights ${manifest.backbone.weights.file} ` +
+      `(sha256 ${expected}), not this worker's (${actual})`);
+  const out: ShardScores = {
+    runId: p.runId, shardId: p.shardId, model: p.model, images: [], failed: [], engine: ctx.backbone.name, backend: ctx.backbone.backend,
+  };
   const maps: Float32Array[] = [];
   const entries: TensorImageEntry[] = [];
   let mapSize = 0;
   let grid: [number, number] = [1, 1];
   let done = 0;
   const src = storeSources(ctx.store, p.datasetPrefix, p.imageKeys);
-  for await (const r of extractFeatures(src.sources, {
-    backbone: ctx.backbone, recipe, frame: manifest.frame, batchSize: ctx.batchSize, timer,
-  })) {
+  const scoring = { manifest, bank, backbone: ctx.backbone, batchSize: ctx.batchSize, timer, recall: true };
+  for await (const r of scorePatchcore(src.sources, scoring)) {
     // Storage faults fail the attempt (the job is retried); only undecodable images are reported as failed.
     if (!r.ok) src.throwIfReadFailed(r.id);
     if (r.ok) {
-      const { score, map } = scoreImage(bank, manifest, r.features, r.frame, timer);
       if (mapSize === 0) {
-        mapSize = map.length;
+        mapSize = r.map.length;
         grid = [r.frame.height, r.frame.width];
       }
-      if (map.length !== mapSize) {
+      if (r.map.length !== mapSize) {
         out.failed.push({ id: r.id, error: `its model frame ${r.frame.width}x${r.frame.height} differs from the shard's` });
       } else {
         entries.push({ key: p.datasetPrefix + r.id, offset: maps.length, patches: 1 });
-        maps.push(map);
-        out.images.push({ id: r.id, key: p.datasetPrefix + r.id, score, frame: r.frame });
+        maps.push(r.map);
+        out.images.push({ id: r.id, key: p.datasetPrefix + r.id, score: r.score, frame: r.frame, ...(r.recall ? { recall: r.recall } : {}) });
       }
     } else {
       out.failed.push({ id: r.id, error: r.error });
@@ -91,10 +109,10 @@ export async function scoreShard(p: ScoreShardPayload, ctx: ScoreShardContext): 
   const data = new Float32Array(maps.length * mapSize);
   maps.forEach((m, i) => data.set(m, i * mapSize));
   // Maps first, then the scores that point to them: a scores file always has its maps.
-  await timer.time('upload', async () => {
-    await ctx.store.putObject(mapsKey(p.runId, p.shardId), encodeTensorFile(
-      { dtype: 'float32', dim: Math.max(mapSize, 1), count: maps.length, grid, images: entries }, data));
-    await ctx.store.putJson(scoresKey(p.runId, p.shardId), out);
-  });
+  await timer.time('upload', () => ctx.store.putObject(mapsKey(p.runId, p.shardId), encodeTensorFile(
+    { dtype: 'float32', dim: Math.max(mapSize, 1), count: maps.length, grid, images: entries }, data)));
+  await timer.time('upload', () => ctx.store.putJson(scoresKey(p.runId, p.shardId), out));
+  const timings: ShardTimings = { timings_ms: timer.toJSON(), queue_wait_ms: queueWaitMs(ctx.job), finished_at: Date.now() };
+  await ctx.store.putJson(scoreTimingsKey(p.runId, p.shardId), timings);
   return { shardId: p.shardId, images: out.images.length, failed: out.failed.length, timings_ms: timer.toJSON() };
 }

@@ -5,8 +5,9 @@ import { greedyCoreset } from '../coreset/greedy.js';
 import { getRecipe } from '../features/recipes.js';
 import type { Logger } from '../log.js';
 import { extractFeatures } from '../pipeline/extract.js';
-import { FeatureMatrix } from '../pipeline/fit.js';
-import { StageTimer } from '../pipeline/timings.js';
+import { FeatureMatrix } from '../pipeline/feature-matrix.js';
+import { checkWeights } from '../pipeline/weights.js';
+import { StageTimer, queueWaitMs, type QueuedJob } from '../run/timings.js';
 import type { ExtractFeaturesPayload } from '../queue/jobs.js';
 import { embeddingsKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -27,6 +28,9 @@ export interface ShardFeaturesResult {
   engine: string;
   backend: string;
   timings_ms: Record<string, number>;
+  /** How long the job waited in the queue (null when unknown), and when it finished (ms since the epoch). */
+  queue_wait_ms?: number | null;
+  finished_at?: number;
 }
 
 export interface ShardFeaturesContext {
@@ -35,18 +39,14 @@ export interface ShardFeaturesContext {
   weightsSha256: string;
   log: Logger;
   progress?: (done: number, total: number) => Promise<void> | void;
+  /** The queued job, for its queue wait. */
+  job?: QueuedJob;
 }
-
-export class WeightsMismatchError extends Error {}
 
 export async function extractShardFeatures(p: ExtractFeaturesPayload, ctx: ShardFeaturesContext): Promise<ShardFeaturesResult> {
   checkDatasetKeys(p.datasetPrefix, p.imageKeys);
-  if (p.weights.sha256 !== ctx.weightsSha256) {
-    throw new WeightsMismatchError(
-      `this worker's weights (sha256 ${ctx.weightsSha256.slice(0, 12)}...) are not the run's (${p.weights.sha256.slice(0, 12)}...): ` +
-        'point PATCHCORE_WEIGHTS at the same file the run was submitted with',
-    );
-  }
+  checkWeights(ctx.weightsSha256, p.weights.sha256, (actual, expected) =>
+    `this worker's weights (sha256 ${actual}) are not the run's (${expected}): point PATCHCORE_WEIGHTS at the same file the run was submitted with`);
   const recipe = getRecipe(p.recipe);
   const timer = new StageTimer();
   const features = new FeatureMatrix(p.imageKeys.length, recipe.dim);
@@ -102,5 +102,6 @@ export async function extractShardFeatures(p: ExtractFeaturesPayload, ctx: Shard
   return {
     shardId: p.shardId, key, images: images.length, patches: features.rows, rows, bytes: body.length, failed,
     engine: ctx.backbone.name, backend: ctx.backbone.backend, timings_ms: timer.toJSON(),
+    queue_wait_ms: queueWaitMs(ctx.job), finished_at: Date.now(),
   };
 }

@@ -1,5 +1,8 @@
 export { argsortDescending } from './sort.js';
 export { rocAuc, rocCurve, type RocCurve } from './roc.js';
 export { aupro, connectedComponents, type Components } from './aupro.js';
-export { f1Max, confusionAt, type F1Max, type Confusion } from './threshold.js';
+export {
+  f1Max, confusionAt, thresholdAtFpr, chooseThreshold, decideThreshold, describeThresholdRule,
+  type F1Max, type Confusion, type ThresholdChoice, type ThresholdRule, type ThresholdSetting, type ChooseThresholdInput,
+} from './threshold.js';
 export { scoreStats, type ScoreSummary } from './stats.js';

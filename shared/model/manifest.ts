@@ -15,6 +15,15 @@ export const MANIFEST_FILE = 'manifest.json';
 export const MODEL_METHODS = ['patchcore', 'autoencoder'] as const;
 export type ModelMethod = (typeof MODEL_METHODS)[number];
 
+/** shared/run/timings.ts JobTimings. */
+export const JobTimingsSchema = z.object({
+  jobs: z.number().int().nonnegative(),
+  compute_ms: z.number(),
+  storage_ms: z.number(),
+  queue_wait_ms: z.number().nullable(),
+  by_stage_ms: z.record(z.string(), z.number()),
+});
+
 export const ModelManifestSchema = z.object({
   format: z.literal(MODEL_FORMAT),
   version: z.literal(MODEL_FORMAT_VERSION),
@@ -50,6 +59,8 @@ export const ModelManifestSchema = z.object({
     skipped: z.array(z.object({ id: z.string(), error: z.string() })),
     timings_ms: z.record(z.string(), z.number()),
     peak_rss_mib: z.number(),
+    /** Distributed training: where the run's time went per kind of job (features, index). */
+    jobs: z.record(z.string(), JobTimingsSchema).optional(),
   }),
   /** Good images held out of training and their scores: the basis of a target-FPR threshold. */
   validation: z.object({ images: z.array(z.string()), scores: z.array(z.number()) }).optional(),

@@ -4,7 +4,7 @@
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { createLogger } from '../log.js';
 import { buildBank, type BankSettings } from './build-bank.js';
-import { StageTimer } from './timings.js';
+import { StageTimer } from '../run/timings.js';
 
 interface ThreadInput {
   features: Float32Array;

@@ -3,8 +3,8 @@
 import { MemoryBank, type HnswParams } from '../bank/index.js';
 import { greedyCoreset } from '../coreset/greedy.js';
 import type { Logger } from '../log.js';
-import { startProgress } from './progress.js';
-import type { StageTimer } from './timings.js';
+import { startProgress } from '../run/progress.js';
+import type { StageTimer } from '../run/timings.js';
 
 export interface BankSettings {
   /** Coreset size: `ratio` of `trainPatches` (the patches of all training images, before any per-shard reduction). */

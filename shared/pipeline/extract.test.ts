@@ -8,8 +8,9 @@ import type { FeatureRecipe } from '../features/recipes.js';
 import { DEFAULT_FRAME_SPEC, loadModelInput } from '../image/index.js';
 import { defaultDatasetDir } from '../paths.js';
 import { nhwc } from '../tensor.js';
-import { DECODE_POOL_MIN_IMAGES, extractFeatures, type ExtractedImage, type ImageSource } from './extract.js';
-import { StageTimer } from './timings.js';
+import { DECODE_POOL_MIN_IMAGES, extractFeatures, type ExtractedImage } from './extract.js';
+import type { ImageSource } from '../run/sources.js';
+import { StageTimer } from '../run/timings.js';
 
 // A stand-in backbone and recipe: each image's "feature" is the sum of its preprocessed input, per channel, so
 // the test sees exactly what the decoder and preprocessing delivered, without the cost of the network.

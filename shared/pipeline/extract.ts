@@ -12,13 +12,9 @@ import type { BackboneEngine } from '../backbone/engine.js';
 import type { FeatureRecipe, PatchFeatures } from '../features/recipes.js';
 import { decodeImage, toModelInput, type Frame, type FrameSpec } from '../image/index.js';
 import { nhwc } from '../tensor.js';
-import type { StageTimer } from './timings.js';
+import type { StageTimer } from '../run/timings.js';
+import type { ImageSource } from '../run/sources.js';
 
-export interface ImageSource {
-  /** The image's id: its path relative to the dataset root (or its object key). */
-  id: string;
-  read(): Promise<Buffer>;
-}
 
 export type ExtractedImage =
   | { ok: true; id: string; frame: Frame; features: PatchFeatures }

@@ -3,14 +3,34 @@
 import type { MemoryBank } from '../bank/index.js';
 import type { PatchFeatures } from '../features/recipes.js';
 import type { Frame } from '../image/index.js';
+import type { RecallCount } from '../evaluation/types.js';
 import type { ModelManifest } from '../model/manifest.js';
 import { anomalyMap, imageScore, patchScores } from '../scoring/index.js';
-import type { StageTimer } from './timings.js';
+import type { StageTimer } from '../run/timings.js';
 
 export interface ImageScore {
   score: number;
   /** Anomaly map in the model frame: frame.height x frame.width. */
   map: Float32Array;
+}
+
+/** Patches per test image on which HNSW is checked against exact search (fewer when the image has fewer). */
+export const RECALL_PATCHES_PER_IMAGE = 24;
+
+/**
+ * HNSW recall@1 on evenly spaced patches of one image: a choice fixed by the image alone, so the hits sum to the
+ * same figure however the test set is split into shards.
+ */
+export function imageRecall(bank: MemoryBank, features: PatchFeatures, timer: StageTimer): RecallCount {
+  const patches = features.gridH * features.gridW;
+  const total = Math.min(RECALL_PATCHES_PER_IMAGE, patches);
+  const queries = new Float32Array(total * features.dim);
+  for (let j = 0; j < total; j++) {
+    const row = Math.floor(((j + 0.5) * patches) / total);
+    queries.set(features.data.subarray(row * features.dim, (row + 1) * features.dim), j * features.dim);
+  }
+  const recall = timer.timeSync('recall_check', () => bank.recallAt1(queries));
+  return { hits: Math.round(recall * total), total };
 }
 
 /** Gaussian sigma for a model frame: `sigma` is given at the 224-pixel scale. */

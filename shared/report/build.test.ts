@@ -8,7 +8,8 @@ import { pathToFileURL } from 'node:url';
 import { listMvtecDataset } from '../dataset/mvtec.js';
 import { decodeMask, maskToFrame, planFrame } from '../image/index.js';
 import { defaultDatasetDir } from '../paths.js';
-import { computeMetrics, type EvaluationMetrics, type ScoredImage } from '../pipeline/metrics.js';
+import { computeMetrics } from '../evaluation/metrics.js';
+import type { EvaluationMetrics, ScoredImage } from '../evaluation/types.js';
 import { buildComparisonReport, buildReport, galleryOrder, localFolderWriter, type ReportImage, type ReportWriter, type RunInfo } from './build.js';
 
 const CHROMIUM = '/usr/bin/chromium';

@@ -6,7 +6,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, normalize } from 'node:path';
 import type { Frame } from '../image/index.js';
 import { confusionAt, rocAuc, rocCurve, type Confusion } from '../metrics/index.js';
-import type { EvaluationMetrics } from '../pipeline/metrics.js';
+import type { EvaluationMetrics } from '../evaluation/types.js';
 import { renderOverlay, DEFAULT_THUMBNAIL_SIZE } from './heatmap.js';
 import {
   renderGalleryPage, renderIndexPage, summaryTable,
@@ -16,7 +16,7 @@ import {
   boxPlot, confusionPlot, groupScores, histogramPlot, imageRocPlot, kdePlot, pixelRocPlot, rocComparisonPlot,
   type CurvePoints,
 } from './plots.js';
-import type { ThresholdChoice } from './threshold.js';
+import type { ThresholdChoice } from '../metrics/threshold.js';
 
 export type { RunInfo } from './html.js';
 

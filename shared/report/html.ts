@@ -1,9 +1,9 @@
 // HTML of the evaluation report: pure string rendering, no I/O. Pages are self-contained (inline CSS and
 // SVG, system fonts, no scripts); gallery thumbnails are relative files next to the page.
-import type { EvaluationMetrics } from '../pipeline/metrics.js';
+import type { EvaluationMetrics } from '../evaluation/types.js';
 import { colormapCssGradient } from './heatmap.js';
 import { formatNumber } from './plots.js';
-import { describeThresholdRule, type ThresholdChoice } from './threshold.js';
+import { describeThresholdRule, type ThresholdChoice } from '../metrics/threshold.js';
 
 /** What the report says about the run (all but runId optional). */
 export interface RunInfo {

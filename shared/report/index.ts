@@ -1,4 +1,5 @@
-// Evaluation report: plots, heatmap thumbnails, threshold choice and the HTML/CSV/JSON report builder.
+// Evaluation report: plots, heatmap thumbnails and the HTML/CSV/JSON report builder (the threshold is chosen in
+// shared/metrics/threshold.ts).
 export {
   buildReport, buildComparisonReport, localFolderWriter, galleryOrder, mapRange, scoresCsv,
   type ReportImage, type ReportWriter, type MethodResult, type ReportInput, type ComparisonInput,
@@ -12,7 +13,3 @@ export {
   renderOverlay, maskOutline, thumbnailSize, colormapCssGradient, INFERNO_LUT, DEFAULT_OUTLINE_COLOUR,
   DEFAULT_THUMBNAIL_SIZE, type OverlayInput, type OverlayOptions, type Overlay,
 } from './heatmap.js';
-export {
-  thresholdAtFpr, chooseThreshold, describeThresholdRule, type ThresholdChoice, type ThresholdRule,
-  type ChooseThresholdInput,
-} from './threshold.js';

@@ -3,7 +3,7 @@
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { rocCurve, type Confusion } from '../metrics/index.js';
-import { describeThresholdRule, type ThresholdChoice } from './threshold.js';
+import { describeThresholdRule, type ThresholdChoice } from '../metrics/threshold.js';
 
 /** A ROC curve as plotted: any (possibly decimated) sequence of points from (0,0) to (1,1). */
 export interface CurvePoints {

@@ -12,7 +12,7 @@ import { pino } from 'pino';
 import { startRedisServer, type RedisServer, type RedisServerOptions } from '../../shared/embedded/redis-server.js';
 import { startS3rver, type S3Server, type S3ServerOptions } from '../../shared/embedded/s3-server.js';
 import { defaultWeightsPath, repoRoot } from '../../shared/paths.js';
-import { sha256File } from '../../shared/pipeline/fit.js';
+import { sha256File } from '../../shared/pipeline/weights.js';
 import { createRedisConnection, redisConfigFromEnv, type RedisConfig } from '../../shared/queue/config.js';
 import { createFlowProducer, runProgress, type RunKind, type RunProgress } from '../../shared/queue/flows.js';
 import type { QueueName } from '../../shared/queue/jobs.js';

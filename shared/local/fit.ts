@@ -1,21 +1,21 @@
 // In-process training: normal images -> patch features -> coreset -> memory bank with its HNSW index -> model folder.
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { basename } from 'node:path';
 import { createBackbone, type EngineName } from '../backbone/engine.js';
 import { DEFAULT_HNSW, type HnswParams } from '../bank/index.js';
 import { listMvtecDataset } from '../dataset/mvtec.js';
 import { getRecipe, type PatchFeatures, type RecipeName } from '../features/recipes.js';
 import { DEFAULT_FRAME_SPEC, type Frame, type FrameSpec } from '../image/index.js';
 import type { Logger } from '../log.js';
-import { MODEL_FORMAT, MODEL_FORMAT_VERSION, writeManifest, type ModelManifest } from '../model/manifest.js';
-import { buildBank } from './build-bank.js';
-import { extractFeatures } from './extract.js';
-import { scoreImage } from './score-image.js';
-import { localSources } from './local-source.js';
-import { startProgress } from './progress.js';
-import { StageTimer, peakRssMiB } from './timings.js';
+import { writeManifest, type ModelManifest } from '../model/manifest.js';
+import { buildBank } from '../pipeline/build-bank.js';
+import { FeatureMatrix } from '../pipeline/feature-matrix.js';
+import { buildPatchcoreManifest } from '../pipeline/model-manifest.js';
+import { weightsSha256 } from '../pipeline/weights.js';
+import { extractFeatures } from '../pipeline/extract.js';
+import { scoreImage } from '../pipeline/score-image.js';
+import { localSources } from '../run/sources.js';
+import { startProgress } from '../run/progress.js';
+import { StageTimer } from '../run/timings.js';
 
 export interface FitOptions {
   dataDir: string;
@@ -38,46 +38,11 @@ export interface FitOptions {
   validationSplit?: number;
   sigma?: number;
   reweightNeighbours?: number | null;
+  /** The model's category (default: the data folder's name). */
+  category?: string;
   logger: Logger;
 }
 
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
-/**
- * Gathers the patch features of every image into one row-major matrix. The matrix is sized from the first image's
- * grid (all images share one frame when cropping); images with another grid are an error.
- */
-export class FeatureMatrix {
-  private data: Float32Array | null = null;
-  rows = 0;
-  gridH = 0;
-  gridW = 0;
-
-  constructor(private readonly capacityImages: number, readonly dim: number) {}
-
-  add(id: string, features: { data: Float32Array; gridH: number; gridW: number }): void {
-    if (!this.data) {
-      this.gridH = features.gridH;
-      this.gridW = features.gridW;
-      this.data = new Float32Array(this.capacityImages * features.gridH * features.gridW * this.dim);
-    } else if (features.gridH !== this.gridH || features.gridW !== this.gridW) {
-      throw new Error(
-        `image "${id}" gives a ${features.gridH}x${features.gridW} patch grid, the others ${this.gridH}x${this.gridW}: ` +
-          'training images must share one size after resizing and cropping (use a crop)',
-      );
-    }
-    this.data.set(features.data, this.rows * this.dim);
-    this.rows += features.gridH * features.gridW;
-  }
-
-  matrix(): Float32Array {
-    return this.data ? this.data.subarray(0, this.rows * this.dim) : new Float32Array(0);
-  }
-}
 
 /** Every 1/split-th image, evenly spread over the sorted list: the held-out good images. */
 export function validationIds(ids: string[], split: number): Set<string> {
@@ -102,9 +67,7 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
   // Validate everything cheap before any expensive work starts.
   const dataset = listMvtecDataset(opts.dataDir, { train: true });
   const train = opts.limit ? dataset.train.slice(0, opts.limit) : dataset.train;
-  const weightsSha = await sha256File(opts.weightsPath).catch((err: Error) => {
-    throw new Error(`weights file "${opts.weightsPath}" cannot be read: ${err.message}`);
-  });
+  const weightsSha = await weightsSha256(opts.weightsPath);
   await mkdir(opts.modelDir, { recursive: true });
 
   const backbone = await createBackbone({ engine: opts.engine, weightsPath: opts.weightsPath, logger: log });
@@ -139,33 +102,17 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
     { ratio, target: opts.coresetTarget, projectionDim, seed, hnsw }, timer, log);
   await bank.save(opts.modelDir);
 
-  const manifest: ModelManifest = {
-    format: MODEL_FORMAT,
-    version: MODEL_FORMAT_VERSION,
-    method: 'patchcore',
-    createdAt: new Date().toISOString(),
-    category: dataset.category,
-    recipe: recipe.name,
-    featureDim: recipe.dim,
-    grid: [features.gridH, features.gridW],
-    backbone: {
-      name: 'resnet50',
-      layers: [...recipe.layers],
-      weights: { file: basename(opts.weightsPath), sha256: weightsSha },
-      engine: backbone.name,
-      backend: backbone.backend,
-    },
-    frame: { resize: frame.resize, crop: frame.crop },
-    coreset: { ratio, target: bank.count, projectionDim, seed, trainPatches: features.rows },
-    bank: { count: bank.count, dim: bank.dim, hnsw },
-    scoring: { sigma: opts.sigma ?? 4, reweightNeighbours: opts.reweightNeighbours ?? null },
+  const manifest = buildPatchcoreManifest({
+    category: opts.category ?? dataset.category, recipe, grid: [features.gridH, features.gridW],
+    weights: { file: opts.weightsPath, sha256: weightsSha }, engine: backbone.name, backend: backbone.backend, frame,
+    coreset: { ratio, projectionDim, seed, trainPatches: features.rows },
+    bank: { count: bank.count, hnsw },
+    scoring: { sigma: opts.sigma, reweightNeighbours: opts.reweightNeighbours },
     training: {
-      images: train.length - skipped.length - validation.length,
-      skipped,
+      images: train.length - skipped.length - validation.length, skipped,
       timings_ms: { ...timer.toJSON(), total: Math.round(performance.now() - t0) },
-      peak_rss_mib: peakRssMiB(),
     },
-  };
+  });
   if (validation.length > 0) {
     manifest.validation = {
       images: validation.map((v) => v.id),
