@@ -41,10 +41,14 @@ type Category = keyof typeof CATEGORIES;
 interface BankSpec {
   name: string;
   category: Category;
-  kind: 'coreset' | 'random';
+  kind: 'coreset' | 'random' | 'coreset-prefix';
   rows?: number;
 }
 const BANKS: BankSpec[] = [
+  // Greedy k-center picks in order, so the first rows of a coreset are the coreset of that size.
+  { name: 'bottle-2k', category: 'bottle', kind: 'coreset-prefix', rows: 2048 },
+  { name: 'bottle-4k', category: 'bottle', kind: 'coreset-prefix', rows: 4096 },
+  { name: 'bottle-8k', category: 'bottle', kind: 'coreset-prefix', rows: 8192 },
   { name: 'bottle-16k', category: 'bottle', kind: 'coreset' },
   { name: 'capsules-42k', category: 'capsules', kind: 'coreset' },
   { name: 'capsules-200k', category: 'capsules', kind: 'random', rows: 200_000 },
@@ -90,6 +94,10 @@ async function features(category: Category, split: 'train' | 'test'): Promise<Fl
 async function bankRows(spec: BankSpec): Promise<{ data: Float32Array; count: number; selectSeconds: number }> {
   const train = await features(spec.category, 'train');
   const trainRows = train.length / DIM;
+  if (spec.kind === 'coreset-prefix') {
+    const full = await bankRows(BANKS.find((b) => b.category === spec.category && b.kind === 'coreset')!);
+    return { data: full.data.slice(0, spec.rows! * DIM), count: spec.rows!, selectSeconds: 0 };
+  }
   const path = join(CACHE, `${spec.name}.rows.u32`);
   let selectSeconds = 0;
   let rows: Uint32Array;
@@ -250,7 +258,7 @@ async function main(): Promise<void> {
         index.addPoint(row, i);
       }
       const build = performance.now() - t0;
-      const file = join(CACHE, 'tmp.hnsw');
+      const file = join(CACHE, `tmp.${spec.name}.hnsw`);
       await index.writeIndex(file);
       const bytes = readFileSync(file).byteLength;
       for (const ef of values['hnswlib-efs']!.split(',').map(Number)) {
@@ -277,7 +285,7 @@ async function main(): Promise<void> {
         t0 = performance.now();
         built.add(keys, data, threads);
         const build = performance.now() - t0;
-        const file = join(CACHE, `tmp.${quant}.usearch`);
+        const file = join(CACHE, `tmp.${spec.name}.${quant}.usearch`);
         built.save(file);
         const bytes = readFileSync(file).byteLength;
         for (const ef of values.efs!.split(',').map(Number)) {

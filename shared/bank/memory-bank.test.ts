@@ -193,7 +193,7 @@ test('save/load round trip keeps rows, HNSW parameters and search results', asyn
     assert.equal(meta.count, 500);
     assert.deepEqual(meta.hnsw, { M: 8, efConstruction: 50, efSearch: 40, seed: 3 });
     assert.equal(meta.hnswLibrary, 'usearch');
-    assert.equal(meta.hnswQuantization, 'f16');
+    assert.equal(meta.hnswQuantization, 'bf16');
     assert.equal(meta.hnswSha256, createHash('sha256').update(await readFile(join(dir, BANK_FILES.usearch))).digest('hex'));
     assert.deepEqual(await MemoryBank.listFiles(dir), ['bank.f32', 'bank.usearch', 'bank.json']);
     assert.equal((await readFile(join(dir, BANK_FILES.data))).byteLength, 500 * 32 * 4);

@@ -1,5 +1,5 @@
 // The approximate index of large memory banks: usearch's HNSW over the bank rows, stored at reduced precision
-// (its SIMD kernels compare f16 rows directly). Its distances are only used to pick candidates: the caller
+// (its SIMD kernels compare bf16 or f16 rows directly). Its distances are only used to pick candidates: the caller
 // re-ranks them with the float32 rows, so scores are true Euclidean distances to the rows found.
 
 import { availableParallelism } from 'node:os';
