@@ -10,14 +10,17 @@
 // for 4 candidates, re-ranked with float64 distances. A hit is a returned row whose float64 distance is within
 // 1e-6 relative of the exact nearest (a duplicate row counts).
 //   node --import tsx scripts/bench-search.ts [--banks bottle-16k,capsules-42k,capsules-200k] [--queries 3000]
-//        [--threads 1] [--only ours,hnswlib,usearch-exact,usearch-hnsw] [--json <file>]
+//        [--threads 1] [--search-threads 1,2] [--only ours,hnswlib,usearch-exact,usearch-hnsw] [--quants f32,f16,bf16,i8]
+//        [--efs 16,32,64,128] [--reps 3] [--json <file>]
+//   --metrics: instead, score every test image with exact search and with the search MemoryBank chooses, and
+//              compare image AUROC and the patch scores (--ef: another efSearch than DEFAULT_HNSW's).
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import hnswlib from 'hnswlib-node';
 import usearch, { type ScalarKind } from 'usearch';
-import { MemoryBank } from '../shared/bank/index.js';
+import { HNSW_QUANTIZATION, MemoryBank } from '../shared/bank/index.js';
 import { createBackbone } from '../shared/backbone/engine.js';
 import { greedyCoreset } from '../shared/coreset/greedy.js';
 import { SeededRandom } from '../shared/coreset/random.js';
@@ -28,6 +31,8 @@ import { sharedDir, defaultWeightsPath } from '../shared/paths.js';
 import { extractFeatures } from '../shared/pipeline/extract.js';
 import { localSources } from '../shared/pipeline/local-source.js';
 import { StageTimer } from '../shared/pipeline/timings.js';
+import { rocAuc } from '../shared/metrics/roc.js';
+import { imageScore, patchScores } from '../shared/scoring/patch-scores.js';
 
 const DIM = 1024;
 const PATCHES_PER_IMAGE = 784;
@@ -182,6 +187,8 @@ async function main(): Promise<void> {
       reps: { type: 'string', default: '3' },
       only: { type: 'string', default: 'ours,hnswlib,usearch-exact,usearch-hnsw' },
       prepare: { type: 'boolean', default: false },
+      metrics: { type: 'boolean', default: false },
+      ef: { type: 'string' },
       json: { type: 'string' },
     },
   });
@@ -201,6 +208,10 @@ async function main(): Promise<void> {
     const queries = evenlySpaced(await features(spec.category, 'test'), Number(values.queries));
     if (values.prepare) {
       console.error(`${spec.name}: ${count} rows (${spec.kind}${selectSeconds ? `, selected in ${selectSeconds.toFixed(0)} s` : ', cached'})`);
+      continue;
+    }
+    if (values.metrics) {
+      await compareScores(spec, data, count, values.ef ? Number(values.ef) : undefined);
       continue;
     }
     const nq = queries.length / DIM;
@@ -326,6 +337,51 @@ async function main(): Promise<void> {
   const json = JSON.stringify({ load: loadavg(), threads, queries: Number(values.queries), results }, null, 2);
   if (values.json) writeFileSync(values.json, json);
   console.log(json);
+}
+
+/**
+ * Scores every test image as evaluate does (patch score = distance to the nearest bank row, image score = max)
+ * with exact search and with the search MemoryBank chooses for this bank size, and compares image AUROC and
+ * the patch scores (what pixel AUROC and AUPRO are computed from).
+ */
+async function compareScores(spec: BankSpec, data: Float32Array, count: number, efSearch?: number): Promise<void> {
+  const test = await features(spec.category, 'test');
+  const dataset = listMvtecDataset(CATEGORIES[spec.category], { test: true });
+  const images = test.length / DIM / PATCHES_PER_IMAGE;
+  if (images !== dataset.test.length) throw new Error(`${spec.name}: ${images} cached test images, the data set has ${dataset.test.length}`);
+  const labels = Uint8Array.from(dataset.test, (t) => t.label);
+  const bank = new MemoryBank(DIM, count, data);
+  let t0 = performance.now();
+  const built = bank.buildHnsw(efSearch ? { efSearch } : {});
+  const buildS = (performance.now() - t0) / 1000;
+  const chosen = { ms: 0, image: new Float32Array(images), patches: new Float32Array(images * PATCHES_PER_IMAGE) };
+  const exact = { ms: 0, image: new Float32Array(images), patches: new Float32Array(images * PATCHES_PER_IMAGE) };
+  for (let i = 0; i < images; i++) {
+    const f = test.subarray(i * PATCHES_PER_IMAGE * DIM, (i + 1) * PATCHES_PER_IMAGE * DIM);
+    for (const [which, run] of [[chosen, () => patchScores(bank, f)], [exact, () => patchScores(bank, f, { exact: true })]] as const) {
+      t0 = performance.now();
+      const p = run();
+      which.ms += performance.now() - t0;
+      which.patches.set(p, i * PATCHES_PER_IMAGE);
+      which.image[i] = imageScore(p);
+    }
+  }
+  let differ = 0;
+  let maxRel = 0;
+  for (let i = 0; i < chosen.patches.length; i++) {
+    const rel = (chosen.patches[i] - exact.patches[i]) / exact.patches[i];
+    if (Math.abs(rel) > 1e-5) differ++;
+    maxRel = Math.max(maxRel, Math.abs(rel));
+  }
+  let maxImageRel = 0;
+  for (let i = 0; i < images; i++) maxImageRel = Math.max(maxImageRel, Math.abs(chosen.image[i] - exact.image[i]) / exact.image[i]);
+  const out = {
+    bank: spec.name, rows: count, search: built ? `usearch hnsw ${HNSW_QUANTIZATION} ef${bank.hnswParams!.efSearch}` : 'exact',
+    build_s: round(buildS, 2), images, ms_per_image: round(chosen.ms / images, 1), exact_ms_per_image: round(exact.ms / images, 1),
+    image_auroc: round(rocAuc(chosen.image, labels), 4), exact_image_auroc: round(rocAuc(exact.image, labels), 4),
+    patch_scores_differing: differ, patch_scores: chosen.patches.length, max_patch_rel_diff: maxRel, max_image_rel_diff: maxImageRel,
+  };
+  console.log(JSON.stringify(out));
 }
 
 function printTable(rows: Row[]): void {

@@ -86,7 +86,7 @@ test('HNSW agrees with exact search on real bottle features (recall@1 reported)'
   assert.equal(bank.recallAt1(queries), 1);
   assert.equal(bank.buildHnsw({}, { force: true }), true);
   assert.equal(bank.hasHnsw, true);
-  assert.deepEqual(bank.hnswParams, { M: 16, efConstruction: 200, efSearch: 32, seed: 100 });
+  assert.deepEqual(bank.hnswParams, { M: 16, efConstruction: 200, efSearch: 64, seed: 100 });
   const recall = bank.recallAt1(queries);
   t.diagnostic(`recall@1 on real features (784-row bank, 784 queries): ${recall}`);
   assert.ok(recall >= 0.99, `recall ${recall}`);

@@ -38,7 +38,7 @@ export interface HnswParams {
 export const DEFAULT_HNSW: Readonly<HnswParams> = Object.freeze({
   M: 16,
   efConstruction: 200,
-  efSearch: 32,
+  efSearch: 64,
   seed: 100,
 });
 
