@@ -32,8 +32,10 @@ export interface HnswParams {
 }
 
 /**
- * Defaults for 1024-d PatchCore features, from `scripts/bench-search.ts` (usearch, f16 rows, 3 candidates
- * re-ranked): see EXACT_SEARCH_MAX_ROWS for the figures.
+ * Defaults for 1024-d PatchCore features, from `scripts/bench-search.ts` (usearch, bf16 rows, 3 candidates
+ * re-ranked; see EXACT_SEARCH_MAX_ROWS). efSearch 64 rather than 32 costs about the same on bottle and keeps
+ * misses small: 65 instead of 222 of its 65,072 test patch scores differ from exact search, the worst by +14%
+ * instead of +293%.
  */
 export const DEFAULT_HNSW: Readonly<HnswParams> = Object.freeze({
   M: 16,
@@ -44,7 +46,11 @@ export const DEFAULT_HNSW: Readonly<HnswParams> = Object.freeze({
 
 /**
  * nearest() searches exactly up to this many rows; larger banks are scored through the HNSW index, which
- * buildHnsw() builds only for them. TODO(figures)
+ * buildHnsw() builds only for them. Measured with `scripts/bench-search.ts` on real bottle features (coreset
+ * prefixes; 1,000 test patches; one process, 2 loaded cores, ms per 784-patch image, sketch exact search vs
+ * usearch bf16 efSearch 32 re-ranked): 2k rows 191 vs 83-188 (recall 0.995), 4k 174 vs 107-139 (0.995), 8k 129
+ * vs 41-96 (0.999), 16k 518 vs 215-265 (0.999). Up to 4k exact search costs little and HNSW's recall margin is
+ * thinnest, so those stay exact; from there HNSW is 2-5x faster and the gap grows with the bank.
  */
 export const EXACT_SEARCH_MAX_ROWS = 4096;
 /** Below this many rows plain brute force is cheaper than building a sketch. */
