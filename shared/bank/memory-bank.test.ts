@@ -283,6 +283,9 @@ test('a folder written before usearch (hnswlib bank.hnsw, bank.json without hnsw
     const bank = await MemoryBank.load(dir, { dim });
     assert.equal(bank.hasHnsw, true);
     assert.deepEqual(bank.hnswParams, { M: 16, efConstruction: 200, efSearch: 32, seed: 100 });
+    // As before usearch: hnswlib indexes score only banks above 20,000 rows, so old models keep their scores.
+    assert.equal(bank.searchesExactly, true);
+    assert.deepEqual(bank.nearest(queries, 1), bank.exactNearest(queries, 1));
     assert.ok(bank.recallAt1(queries) >= 0.99);
     const h = bank.hnswNearest(queries, 2);
     const e = bank.exactNearest(queries, 2);

@@ -53,6 +53,8 @@ export const DEFAULT_HNSW: Readonly<HnswParams> = Object.freeze({
  * thinnest, so those stay exact; from there HNSW is 2-5x faster and the gap grows with the bank.
  */
 export const EXACT_SEARCH_MAX_ROWS = 4096;
+/** EXACT_SEARCH_MAX_ROWS when indexes were hnswlib's (older folders). */
+const HNSWLIB_EXACT_MAX_ROWS = 20_000;
 /** Below this many rows plain brute force is cheaper than building a sketch. */
 const SKETCH_MIN_ROWS = 512;
 /**
@@ -188,10 +190,15 @@ export class MemoryBank {
     this.params = p;
   }
 
-  /** Whether nearest() searches exactly: no index, or a bank small enough for exact search to be as fast. */
+  /**
+   * Whether nearest() searches exactly: no index, or a bank small enough for exact search to be as fast. An
+   * hnswlib index from an older folder scores only where it did then (above HNSWLIB_EXACT_MAX_ROWS rows), so
+   * such models keep their scores.
+   */
   get searchesExactly(): boolean {
     if (!this.approximate || this.count <= SKETCH_MIN_ROWS) return true;
-    return !MemoryBank.usesHnsw(this.count) && this.exactSearcher() !== null;
+    const exactUpTo = this.approximate.library === 'hnswlib' ? HNSWLIB_EXACT_MAX_ROWS : EXACT_SEARCH_MAX_ROWS;
+    return this.count <= exactUpTo && this.exactSearcher() !== null;
   }
 
   /** k nearest rows per query: exact for banks up to EXACT_SEARCH_MAX_ROWS (or without an index), else through HNSW. */
