@@ -2,6 +2,7 @@ export {
   BANK_FILES,
   DEFAULT_HNSW,
   EXACT_SEARCH_MAX_ROWS,
+  HNSW_QUANTIZATION,
   MemoryBank,
   type BankMeta,
   type HnswParams,

@@ -2,8 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile, unlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import hnswlib from 'hnswlib-node';
 import { MemoryBank, BANK_FILES } from './memory-bank.js';
 import { SeededRandom } from '../coreset/random.js';
 import { referenceDir } from '../paths.js';
@@ -78,9 +80,13 @@ test('HNSW agrees with exact search on real bottle features (recall@1 reported)'
   const bank = new MemoryBank(dim, 784, referenceFeatures('train_good_000'));
   const queries = referenceFeatures('test_broken_large_000');
   assert.equal(bank.count, 784);
-  bank.buildHnsw();
+  // A bank this small is searched exactly: by default no index is built for it.
+  assert.equal(bank.buildHnsw(), false);
+  assert.equal(bank.hasHnsw, false);
+  assert.equal(bank.recallAt1(queries), 1);
+  assert.equal(bank.buildHnsw({}, { force: true }), true);
   assert.equal(bank.hasHnsw, true);
-  assert.deepEqual(bank.hnswParams, { M: 16, efConstruction: 200, efSearch: 32, seed: 100 });
+  assert.deepEqual(bank.hnswParams, { M: 16, efConstruction: 200, efSearch: 64, seed: 100 });
   const recall = bank.recallAt1(queries);
   t.diagnostic(`recall@1 on real features (784-row bank, 784 queries): ${recall}`);
   assert.ok(recall >= 0.99, `recall ${recall}`);
@@ -96,7 +102,7 @@ test('HNSW on random data: recall reported, and a tiny ef lowers it', (t) => {
   const dim = 64;
   const bank = new MemoryBank(dim, 3000, gaussianRows(3000, dim, 4));
   const queries = gaussianRows(300, dim, 5);
-  bank.buildHnsw({ efSearch: 128 });
+  bank.buildHnsw({ efSearch: 128 }, { force: true });
   const recall = bank.recallAt1(queries);
   bank.setEfSearch(1);
   const low = bank.recallAt1(queries);
@@ -113,7 +119,7 @@ test('HNSW on random data: recall reported, and a tiny ef lowers it', (t) => {
   for (let i = 1; i < 5; i++) assert.ok(r.distances[i] >= r.distances[i - 1]);
 });
 
-test('recallAt1 counts a different row at the same distance as a hit (duplicate rows)', () => {
+test('duplicate rows: HNSW, re-ranked, ties to the lower row like exact search, and recall@1 is 1', () => {
   const dim = 16;
   const n = 300;
   const single = gaussianRows(n, dim, 2);
@@ -123,12 +129,15 @@ test('recallAt1 counts a different row at the same distance as a hit (duplicate 
     rows.set(single.subarray(i * dim, (i + 1) * dim), (2 * i + 1) * dim);
   }
   const bank = new MemoryBank(dim, 2 * n, rows);
-  bank.buildHnsw();
-  const h = bank.hnswNearest(rows, 1);
-  const e = bank.exactNearest(rows, 1);
-  let otherTwin = 0;
-  for (let i = 0; i < 2 * n; i++) if (h.indices[i] !== e.indices[i]) otherTwin++;
-  assert.ok(otherTwin > 0, 'HNSW should sometimes return the other twin');
+  bank.buildHnsw({}, { force: true });
+  const h = bank.hnswNearest(rows, 2);
+  const e = bank.exactNearest(rows, 2);
+  for (let i = 0; i < 2 * n; i++) {
+    // Both twins at distance 0, the lower row first.
+    assert.deepEqual([h.indices[2 * i], h.indices[2 * i + 1]], [2 * (i >> 1), 2 * (i >> 1) + 1], `query ${i}`);
+    assert.deepEqual([h.distances[2 * i], h.distances[2 * i + 1]], [0, 0]);
+  }
+  assert.deepEqual(h.indices, e.indices);
   assert.equal(bank.recallAt1(rows, 2 * n), 1);
 });
 
@@ -136,7 +145,7 @@ test('nearest() searches exactly below EXACT_SEARCH_MAX_ROWS even with an index;
   const dim = 64;
   const bank = new MemoryBank(dim, 3000, gaussianRows(3000, dim, 4));
   const queries = gaussianRows(200, dim, 5);
-  bank.buildHnsw({ efSearch: 2 });
+  bank.buildHnsw({ efSearch: 2 }, { force: true });
   assert.equal(bank.searchesExactly, true);
   assert.deepEqual(bank.nearest(queries, 1), bank.exactNearest(queries, 1));
   // ef 2 on i.i.d. data misses many true neighbours, so the two paths really differ.
@@ -149,7 +158,9 @@ test('nearest without an index falls back to exact search', () => {
   const bank = new MemoryBank(dim, 20, gaussianRows(20, dim, 6));
   const q = gaussianRows(3, dim, 7);
   assert.deepEqual(bank.nearest(q, 2), bank.exactNearest(q, 2));
-  assert.throws(() => bank.recallAt1(q), /no HNSW index built/);
+  // Exact search has recall 1 by construction: reported, not measured.
+  assert.equal(bank.recallAt1(q), 1);
+  assert.throws(() => bank.hnswNearest(q), /no HNSW index built/);
 });
 
 test('fromRows gathers the selected rows in order', () => {
@@ -175,12 +186,16 @@ test('save/load round trip keeps rows, HNSW parameters and search results', asyn
   await withTempDir(async (dir) => {
     const dim = 32;
     const bank = new MemoryBank(dim, 500, gaussianRows(500, dim, 8));
-    bank.buildHnsw({ M: 8, efConstruction: 50, efSearch: 40, seed: 3 });
+    bank.buildHnsw({ M: 8, efConstruction: 50, efSearch: 40, seed: 3 }, { force: true });
     await bank.save(dir);
     const meta = JSON.parse(await readFile(join(dir, BANK_FILES.meta), 'utf8'));
     assert.equal(meta.dim, 32);
     assert.equal(meta.count, 500);
     assert.deepEqual(meta.hnsw, { M: 8, efConstruction: 50, efSearch: 40, seed: 3 });
+    assert.equal(meta.hnswLibrary, 'usearch');
+    assert.equal(meta.hnswQuantization, 'bf16');
+    assert.equal(meta.hnswSha256, createHash('sha256').update(await readFile(join(dir, BANK_FILES.usearch))).digest('hex'));
+    assert.deepEqual(await MemoryBank.listFiles(dir), ['bank.f32', 'bank.usearch', 'bank.json']);
     assert.equal((await readFile(join(dir, BANK_FILES.data))).byteLength, 500 * 32 * 4);
 
     const loaded = await MemoryBank.load(dir, { dim: 32 });
@@ -189,11 +204,14 @@ test('save/load round trip keeps rows, HNSW parameters and search results', asyn
     assert.deepEqual(loaded.hnswParams, bank.hnswParams);
     const q = gaussianRows(40, dim, 9);
     assert.deepEqual(loaded.nearest(q, 3), bank.nearest(q, 3));
+    assert.deepEqual(loaded.hnswNearest(q, 3), bank.hnswNearest(q, 3));
 
-    // Saving again without an index removes the stale bank.hnsw.
+    // Saving again without an index removes the stale bank.usearch.
     const plain = new MemoryBank(dim, 500, bank.data);
     await plain.save(dir);
+    await assert.rejects(readFile(join(dir, BANK_FILES.usearch)), /ENOENT/);
     await assert.rejects(readFile(join(dir, BANK_FILES.hnsw)), /ENOENT/);
+    assert.deepEqual(await MemoryBank.listFiles(dir), ['bank.f32', 'bank.json']);
     const reloaded = await MemoryBank.load(dir);
     assert.equal(reloaded.hasHnsw, false);
     assert.equal(reloaded.hnswParams, null);
@@ -204,11 +222,11 @@ test('load says what is wrong: missing files, wrong size, corruption, dim mismat
   await withTempDir(async (dir) => {
     const dim = 6;
     const bank = new MemoryBank(dim, 50, gaussianRows(50, dim, 10));
-    bank.buildHnsw({ efConstruction: 20 });
+    bank.buildHnsw({ efConstruction: 20 }, { force: true });
     await assert.rejects(MemoryBank.load(dir), /bank\.json is missing/);
     await bank.save(dir);
     const dataPath = join(dir, BANK_FILES.data);
-    const hnswPath = join(dir, BANK_FILES.hnsw);
+    const hnswPath = join(dir, BANK_FILES.usearch);
     const metaPath = join(dir, BANK_FILES.meta);
     const data = await readFile(dataPath);
     const hnsw = await readFile(hnswPath);
@@ -227,11 +245,11 @@ test('load says what is wrong: missing files, wrong size, corruption, dim mismat
     await writeFile(dataPath, data);
 
     await unlink(hnswPath);
-    await assert.rejects(MemoryBank.load(dir), /records an HNSW index but bank\.hnsw is missing/);
+    await assert.rejects(MemoryBank.load(dir), /records an HNSW index but bank\.usearch is missing/);
     const badIndex = Buffer.from(hnsw);
     badIndex[badIndex.byteLength - 1] ^= 0xff;
     await writeFile(hnswPath, badIndex);
-    await assert.rejects(MemoryBank.load(dir), /bank\.hnsw is corrupt/);
+    await assert.rejects(MemoryBank.load(dir), /bank\.usearch is corrupt/);
     await writeFile(hnswPath, hnsw);
 
     await writeFile(metaPath, '{ not json');
@@ -240,5 +258,47 @@ test('load says what is wrong: missing files, wrong size, corruption, dim mismat
     await assert.rejects(MemoryBank.load(dir), /bank\.json is not a memory bank description \(dim:/);
     await writeFile(metaPath, meta);
     assert.equal((await MemoryBank.load(dir)).count, 50);
+  });
+});
+
+test('a folder written before usearch (hnswlib bank.hnsw, bank.json without hnswLibrary) still loads and searches', async () => {
+  await withTempDir(async (dir) => {
+    const dim = 1024;
+    const rows = referenceFeatures('train_good_000');
+    const queries = referenceFeatures('test_broken_large_000');
+    // Exactly what the previous MemoryBank.save wrote: hnswlib's index file and the version 1 bank.json.
+    const index = new hnswlib.HierarchicalNSW('l2', dim);
+    index.initIndex({ maxElements: 784, m: 16, efConstruction: 200, randomSeed: 100 });
+    for (let i = 0; i < 784; i++) index.addPoint(Array.from(rows.subarray(i * dim, (i + 1) * dim)), i);
+    await index.writeIndex(join(dir, 'bank.hnsw'));
+    const data = Buffer.from(rows.buffer, rows.byteOffset, rows.byteLength);
+    await writeFile(join(dir, 'bank.f32'), data);
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    await writeFile(join(dir, 'bank.json'), JSON.stringify({
+      format: 'patchcore-memory-bank', version: 1, dim, count: 784, sha256: sha(data),
+      hnsw: { M: 16, efConstruction: 200, efSearch: 32, seed: 100 }, hnswSha256: sha(await readFile(join(dir, 'bank.hnsw'))),
+    }));
+    assert.deepEqual(await MemoryBank.listFiles(dir), ['bank.f32', 'bank.hnsw', 'bank.json']);
+
+    const bank = await MemoryBank.load(dir, { dim });
+    assert.equal(bank.hasHnsw, true);
+    assert.deepEqual(bank.hnswParams, { M: 16, efConstruction: 200, efSearch: 32, seed: 100 });
+    // As before usearch: hnswlib indexes score only banks above 20,000 rows, so old models keep their scores.
+    assert.equal(bank.searchesExactly, true);
+    assert.deepEqual(bank.nearest(queries, 1), bank.exactNearest(queries, 1));
+    assert.ok(bank.recallAt1(queries) >= 0.99);
+    const h = bank.hnswNearest(queries, 2);
+    const e = bank.exactNearest(queries, 2);
+    for (let i = 0; i < 784; i++) if (h.indices[2 * i] === e.indices[2 * i]) assert.ok(Math.abs(h.distances[2 * i] - e.distances[2 * i]) <= 1e-5 * e.distances[2 * i]);
+    const corrupt = await readFile(join(dir, 'bank.hnsw'));
+    corrupt[100] ^= 1;
+
+    // Saving it again keeps hnswlib's file and records which library wrote it.
+    const again = join(dir, 'again');
+    await bank.save(again);
+    assert.equal(JSON.parse(await readFile(join(again, 'bank.json'), 'utf8')).hnswLibrary, 'hnswlib');
+    assert.deepEqual((await MemoryBank.load(again)).hnswNearest(queries, 2), h);
+    await writeFile(join(dir, 'bank.hnsw'), corrupt);
+    await assert.rejects(MemoryBank.load(dir), /bank\.hnsw is corrupt/);
   });
 });

@@ -1,53 +1,73 @@
 // The PatchCore memory bank: the coreset's patch features (count x dim, row-major float32), with
-// exact search (sketch-pruned SIMD, sketch-search.ts; brute force where that does not apply) and an
-// optional HNSW index (hnswlib) for fast approximate search of large banks.
+// exact search (sketch-pruned SIMD, sketch-search.ts; brute force where that does not apply) and, for banks
+// too large for exact search to keep up, an HNSW index (usearch, rows stored as bfloat16) whose candidates are
+// re-ranked with the float32 rows. Which search scores is decided by the bank size (EXACT_SEARCH_MAX_ROWS),
+// from `scripts/bench-search.ts`.
 //
-// On disk a bank is a folder: bank.f32 (raw little-endian float32), bank.hnsw (hnswlib's own
-// format, when an index was built) and bank.json (shape, HNSW parameters, sha256 of both files).
+// On disk a bank is a folder: bank.f32 (raw little-endian float32), bank.usearch (usearch's own format, when
+// an index was built), and bank.json (shape, HNSW parameters, sha256 of the files). Folders written before
+// usearch may hold bank.hnsw (hnswlib's format) instead; they still load and search.
 
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import hnswlib from 'hnswlib-node';
 import { z } from 'zod';
 import { float32ToLittleEndian, littleEndianToFloat32, sha256Hex } from './bank-io.js';
 import { exactKnn, squaredNorms, type NeighbourResult } from './exact-search.js';
 import { SketchSearch } from './sketch-search.js';
+import { USEARCH_QUANTIZATIONS, UsearchIndex, type UsearchQuantization } from './usearch-index.js';
 
 export type { NeighbourResult };
 
 export interface HnswParams {
-  /** Graph degree (hnswlib M). */
+  /** Graph degree (usearch connectivity, hnswlib M). */
   M: number;
-  /** Candidate list size while building. */
+  /** Candidate list size while building (usearch expansion_add). */
   efConstruction: number;
-  /** Candidate list size while searching (raised to k when k is larger). */
+  /** Candidate list size while searching (usearch expansion_search; raised to k when k is larger). */
   efSearch: number;
-  /** Seed of hnswlib's level generator, so builds are reproducible. */
+  /** Seed of hnswlib's level generator (indexes of older folders); usearch's generator has a fixed seed. */
   seed: number;
 }
 
 /**
- * Defaults for 1024-d PatchCore features. Recall@1 on bottle (paper recipe, 10% coreset: 16,386 rows; 5,000
- * test patches) for efSearch 16, 32, 64, 128: 0.993, 0.997, 0.999, 1.000 (`npm run bench` prints it). 32 keeps a
- * margin above the required 0.99 for larger banks, where HNSW is what scores.
+ * Defaults for 1024-d PatchCore features, from `scripts/bench-search.ts` (usearch, bf16 rows, 3 candidates
+ * re-ranked; see EXACT_SEARCH_MAX_ROWS). efSearch 64 rather than 32 costs about the same on bottle and keeps
+ * misses small: 65 instead of 222 of its 65,072 test patch scores differ from exact search, the worst by +14%
+ * instead of +293%.
  */
 export const DEFAULT_HNSW: Readonly<HnswParams> = Object.freeze({
   M: 16,
   efConstruction: 200,
-  efSearch: 32,
+  efSearch: 64,
   seed: 100,
 });
 
 /**
- * nearest() searches exactly up to this many rows even when an HNSW index exists: on bottle
- * (16,386 x 1024) the sketch-pruned exact search costs about what HNSW at efSearch 16 does, and
- * its cost grows with the bank while HNSW's barely does.
+ * nearest() searches exactly up to this many rows; larger banks are scored through the HNSW index, which
+ * buildHnsw() builds only for them. Measured with `scripts/bench-search.ts` on real bottle features (coreset
+ * prefixes; 1,000 test patches; one process, 2 loaded cores, ms per 784-patch image, sketch exact search vs
+ * usearch bf16 efSearch 32 re-ranked): 2k rows 191 vs 83-188 (recall 0.995), 4k 174 vs 107-139 (0.995), 8k 129
+ * vs 41-96 (0.999), 16k 518 vs 215-265 (0.999). Up to 4k exact search costs little and HNSW's recall margin is
+ * thinnest, so those stay exact; from there HNSW is 2-5x faster and the gap grows with the bank. Capsules
+ * (random samples of its training patches, efSearch 64 re-ranked): 42k rows 297-624 ms (recall 1.000) vs sketch
+ * 4,561 and hnswlib efSearch 32 2,171; 200k rows 1,440-2,540 (0.999) vs sketch 14,690.
  */
-export const EXACT_SEARCH_MAX_ROWS = 20_000;
+export const EXACT_SEARCH_MAX_ROWS = 4096;
+/** EXACT_SEARCH_MAX_ROWS when indexes were hnswlib's (older folders). */
+const HNSWLIB_EXACT_MAX_ROWS = 20_000;
 /** Below this many rows plain brute force is cheaper than building a sketch. */
 const SKETCH_MIN_ROWS = 512;
+/**
+ * Storage of the rows inside the HNSW index: half the bytes of float32. On bottle's bank bf16 searched 1.5-2x
+ * faster than f16 at the same recall after re-ranking; i8 lost too much (recall@1 0.95 at best).
+ */
+export const HNSW_QUANTIZATION: UsearchQuantization = 'bf16';
+/** HNSW candidates per query re-ranked with the float32 rows: on bottle, bf16 at efSearch 32 goes from recall 0.991 (1) to 0.998 (3). */
+const RERANK_CANDIDATES = 3;
 
-export const BANK_FILES = Object.freeze({ data: 'bank.f32', meta: 'bank.json', hnsw: 'bank.hnsw' });
+export const BANK_FILES = Object.freeze({ data: 'bank.f32', meta: 'bank.json', hnsw: 'bank.hnsw', usearch: 'bank.usearch' });
 
 const hnswParamsSchema = z.object({
   M: z.number().int().min(2),
@@ -64,11 +84,16 @@ const bankMetaSchema = z.object({
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   hnsw: hnswParamsSchema.nullable(),
   hnswSha256: z.string().regex(/^[0-9a-f]{64}$/).nullable(),
+  /** The index file's library; absent in folders written before usearch (then hnswlib, bank.hnsw). */
+  hnswLibrary: z.enum(['usearch', 'hnswlib']).optional(),
+  /** How the usearch index stores rows. */
+  hnswQuantization: z.enum(USEARCH_QUANTIZATIONS).optional(),
 });
 
 export type BankMeta = z.infer<typeof bankMetaSchema>;
 
-type HnswIndex = InstanceType<typeof hnswlib.HierarchicalNSW>;
+type HnswlibIndex = InstanceType<typeof hnswlib.HierarchicalNSW>;
+type ApproximateIndex = { library: 'usearch'; index: UsearchIndex } | { library: 'hnswlib'; index: HnswlibIndex };
 
 function checkHnswParams(p: HnswParams): HnswParams {
   const r = hnswParamsSchema.safeParse(p);
@@ -85,7 +110,7 @@ export class MemoryBank {
   readonly data: Float32Array;
   private norms: Float64Array | null = null;
   private searcher: SketchSearch | null | undefined;
-  private index: HnswIndex | null = null;
+  private approximate: ApproximateIndex | null = null;
   private params: HnswParams | null = null;
 
   /** Wraps `data` (count x dim, row-major) without copying. */
@@ -119,7 +144,7 @@ export class MemoryBank {
   }
 
   get hasHnsw(): boolean {
-    return this.index !== null;
+    return this.approximate !== null;
   }
 
   /** Parameters of the built HNSW index, or null when there is none. */
@@ -127,34 +152,55 @@ export class MemoryBank {
     return this.params;
   }
 
-  /** Builds (or rebuilds) the HNSW index over all rows; labels are row indices. */
-  buildHnsw(params: Partial<HnswParams> = {}): void {
+  /** Whether an HNSW index would score this bank: only banks above EXACT_SEARCH_MAX_ROWS rows. */
+  static usesHnsw(count: number): boolean {
+    return count > EXACT_SEARCH_MAX_ROWS;
+  }
+
+  /**
+   * Builds (or rebuilds) the HNSW index over all rows (usearch; labels are row indices) when nearest() will
+   * use it, i.e. for banks above EXACT_SEARCH_MAX_ROWS rows; smaller banks are searched exactly and get no
+   * index (any earlier one is dropped). `force` builds it whatever the size (tests, benchmarks). Returns
+   * whether an index was built.
+   */
+  buildHnsw(params: Partial<HnswParams> = {}, opts: { force?: boolean } = {}): boolean {
     const p = checkHnswParams({ ...DEFAULT_HNSW, ...params });
-    const index = new hnswlib.HierarchicalNSW('l2', this.dim);
-    index.initIndex({ maxElements: this.count, m: p.M, efConstruction: p.efConstruction, randomSeed: p.seed });
-    const row = new Array<number>(this.dim);
-    for (let i = 0; i < this.count; i++) {
-      const o = i * this.dim;
-      for (let j = 0; j < this.dim; j++) row[j] = this.data[o + j];
-      index.addPoint(row, i);
+    if (!opts.force && !MemoryBank.usesHnsw(this.count)) {
+      this.approximate = null;
+      this.params = null;
+      return false;
     }
-    index.setEf(p.efSearch);
-    this.index = index;
+    const index = UsearchIndex.build(this.data, this.count, this.dim, { ...p, quantization: HNSW_QUANTIZATION });
+    this.approximate = { library: 'usearch', index };
     this.params = p;
+    return true;
   }
 
   /** Changes the search-time candidate list size of the built index. */
   setEfSearch(efSearch: number): void {
-    if (!this.index || !this.params) throw new Error('setEfSearch: no HNSW index built (call buildHnsw first)');
+    if (!this.approximate || !this.params) throw new Error('setEfSearch: no HNSW index built (call buildHnsw first)');
     const p = checkHnswParams({ ...this.params, efSearch });
-    this.index.setEf(p.efSearch);
+    if (this.approximate.library === 'hnswlib') this.approximate.index.setEf(p.efSearch);
+    else {
+      const scratch = join(tmpdir(), `patchcore-ef-${process.pid}-${Date.now()}.usearch`);
+      try {
+        this.approximate = { library: 'usearch', index: this.approximate.index.withEfSearch(p.efSearch, scratch) };
+      } finally {
+        void rm(scratch, { force: true });
+      }
+    }
     this.params = p;
   }
 
-  /** Whether nearest() searches exactly: no index, or a bank small enough for exact search to be as fast. */
+  /**
+   * Whether nearest() searches exactly: no index, or a bank small enough for exact search to be as fast. An
+   * hnswlib index from an older folder scores only where it did then (above HNSWLIB_EXACT_MAX_ROWS rows), so
+   * such models keep their scores.
+   */
   get searchesExactly(): boolean {
-    if (!this.index || this.count <= SKETCH_MIN_ROWS) return true;
-    return this.count <= EXACT_SEARCH_MAX_ROWS && this.exactSearcher() !== null;
+    if (!this.approximate || this.count <= SKETCH_MIN_ROWS) return true;
+    const exactUpTo = this.approximate.library === 'hnswlib' ? HNSWLIB_EXACT_MAX_ROWS : EXACT_SEARCH_MAX_ROWS;
+    return this.count <= exactUpTo && this.exactSearcher() !== null;
   }
 
   /** k nearest rows per query: exact for banks up to EXACT_SEARCH_MAX_ROWS (or without an index), else through HNSW. */
@@ -162,30 +208,53 @@ export class MemoryBank {
     return this.searchesExactly ? this.exactNearest(queries, k) : this.hnswNearest(queries, k);
   }
 
-  /** k nearest rows per query through the HNSW index (approximate). */
+  /**
+   * k nearest rows per query through the HNSW index (approximate): the index proposes max(k, RERANK_CANDIDATES) rows, which
+   * are ordered by their float64 distance from the float32 rows (ties to the lower row index). Distances are
+   * Euclidean.
+   */
   hnswNearest(queries: Float32Array, k = 1): NeighbourResult {
-    if (!this.index || !this.params) throw new Error('hnswNearest: no HNSW index built (call buildHnsw first)');
+    if (!this.approximate || !this.params) throw new Error('hnswNearest: no HNSW index built (call buildHnsw first)');
     const n = this.checkQueries(queries, k, 'hnswNearest');
-    const index = this.index;
-    index.setEf(Math.max(this.params.efSearch, k));
+    const wanted = Math.min(this.count, Math.max(k, RERANK_CANDIDATES));
+    const candidates = this.hnswCandidates(queries, n, wanted);
     const distances = new Float32Array(n * k);
     const indices = new Uint32Array(n * k);
+    const d = new Float64Array(wanted);
+    const order = Array.from({ length: wanted }, (_, i) => i);
+    for (let q = 0; q < n; q++) {
+      const base = q * wanted;
+      for (let i = 0; i < wanted; i++) {
+        const row = candidates[base + i];
+        d[i] = row < 0 ? Infinity : this.rowDistance(queries, q, row);
+      }
+      order.sort((a, b) => d[a] - d[b] || candidates[base + a] - candidates[base + b]);
+      for (let i = 0; i < k; i++) {
+        const c = order[i];
+        if (candidates[base + c] < 0) throw new Error(`HNSW found fewer than ${k} neighbours for query ${q}`);
+        distances[q * k + i] = d[c];
+        indices[q * k + i] = candidates[base + c];
+      }
+    }
+    return { distances, indices };
+  }
+
+  /** `wanted` candidate rows per query from the index (-1 where it found fewer). */
+  private hnswCandidates(queries: Float32Array, n: number, wanted: number): Int32Array {
+    const a = this.approximate!;
+    if (a.library === 'usearch') return a.index.candidates(queries, n, wanted);
+    const ef = this.params!.efSearch;
+    a.index.setEf(Math.max(ef, wanted));
+    const out = new Int32Array(n * wanted).fill(-1);
     const row = new Array<number>(this.dim);
     for (let q = 0; q < n; q++) {
       const o = q * this.dim;
       for (let j = 0; j < this.dim; j++) row[j] = queries[o + j];
-      const r = index.searchKnn(row, k);
-      if (r.neighbors.length !== k) {
-        throw new Error(`HNSW returned ${r.neighbors.length} neighbours for query ${q}, expected ${k}`);
-      }
-      for (let i = 0; i < k; i++) {
-        // hnswlib's 'l2' space reports squared distances.
-        distances[q * k + i] = Math.sqrt(Math.max(0, r.distances[i]));
-        indices[q * k + i] = r.neighbors[i];
-      }
+      const r = a.index.searchKnn(row, wanted);
+      for (let i = 0; i < r.neighbors.length; i++) out[q * wanted + i] = r.neighbors[i];
     }
-    index.setEf(this.params.efSearch);
-    return { distances, indices };
+    a.index.setEf(ef);
+    return out;
   }
 
   /** Exact k nearest rows per query (ties to the lower row index). */
@@ -204,16 +273,17 @@ export class MemoryBank {
   }
 
   /**
-   * Share of queries whose HNSW nearest neighbour is the exact one, or another row at the same
-   * distance (within 1e-6 relative, so duplicate rows count). With `sample`, only that many
-   * evenly spaced queries are checked (the exact side costs queries x count x dim).
+   * Recall@1 of the bank's approximate search: the share of queries whose HNSW nearest neighbour is the
+   * exact one, or another row at the same distance (within 1e-6 relative, so duplicate rows count). With
+   * `sample`, only that many evenly spaced queries are checked (the exact side costs queries x count x dim).
+   * A bank without an index is searched exactly, so its recall is 1 (not measured).
    */
   recallAt1(queries: Float32Array, sample?: number): number {
-    if (!this.index) throw new Error('recallAt1: no HNSW index built (call buildHnsw first)');
     const total = this.checkQueries(queries, 1, 'recallAt1');
     if (total === 0) throw new Error('recallAt1: queries is empty');
     const s = Math.min(total, sample ?? total);
     if (!Number.isInteger(s) || s < 1) throw new Error(`recallAt1: sample must be a positive integer, got ${sample}`);
+    if (!this.approximate) return 1;
     const picked = new Float32Array(s * this.dim);
     for (let i = 0; i < s; i++) {
       const q = Math.floor((i * total) / s);
@@ -235,18 +305,31 @@ export class MemoryBank {
     return hits / s;
   }
 
-  /** Writes bank.f32, bank.hnsw (if an index is built) and bank.json into `dir` (created if needed). */
+  /** The files save() wrote into `dir`, bank.json last (the order to copy them in): read from its bank.json. */
+  static async listFiles(dir: string): Promise<string[]> {
+    const meta = await readMeta(dir);
+    const index = meta.hnsw ? [(meta.hnswLibrary ?? 'hnswlib') === 'usearch' ? BANK_FILES.usearch : BANK_FILES.hnsw] : [];
+    return [BANK_FILES.data, ...index, BANK_FILES.meta];
+  }
+
+  /**
+   * Writes bank.f32, the index file (bank.usearch, or bank.hnsw for an index loaded from an older folder) if
+   * an index is built, and bank.json into `dir` (created if needed); stale index files are removed.
+   */
   async save(dir: string): Promise<void> {
     await mkdir(dir, { recursive: true });
     const bytes = float32ToLittleEndian(this.data);
     await writeFile(join(dir, BANK_FILES.data), bytes);
+    const a = this.approximate;
+    const indexFile = a ? (a.library === 'usearch' ? BANK_FILES.usearch : BANK_FILES.hnsw) : null;
+    // A stale index would not match these rows.
+    for (const f of [BANK_FILES.usearch, BANK_FILES.hnsw]) if (f !== indexFile) await rm(join(dir, f), { force: true });
     let hnswSha256: string | null = null;
-    const hnswPath = join(dir, BANK_FILES.hnsw);
-    if (this.index) {
-      await this.index.writeIndex(hnswPath);
-      hnswSha256 = sha256Hex(await readFile(hnswPath));
-    } else {
-      await rm(hnswPath, { force: true }); // a stale index would not match these rows
+    if (a && indexFile) {
+      const path = join(dir, indexFile);
+      if (a.library === 'usearch') a.index.save(path);
+      else await a.index.writeIndex(path);
+      hnswSha256 = sha256Hex(await readFile(path));
     }
     const meta: BankMeta = {
       format: 'patchcore-memory-bank',
@@ -256,6 +339,8 @@ export class MemoryBank {
       sha256: sha256Hex(bytes),
       hnsw: this.params ? { ...this.params } : null,
       hnswSha256,
+      ...(a ? { hnswLibrary: a.library } : {}),
+      ...(a?.library === 'usearch' ? { hnswQuantization: HNSW_QUANTIZATION } : {}),
     };
     // Written last: a folder with bank.json is complete.
     await writeFile(join(dir, BANK_FILES.meta), `${JSON.stringify(meta, null, 2)}\n`);
@@ -263,24 +348,7 @@ export class MemoryBank {
 
   /** Reads a bank written by save(), checking sizes and checksums; `expect.dim` guards against a wrong recipe. */
   static async load(dir: string, expect: { dim?: number } = {}): Promise<MemoryBank> {
-    const metaPath = join(dir, BANK_FILES.meta);
-    const metaText = await readFile(metaPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
-      throw new Error(
-        e.code === 'ENOENT' ? `memory bank ${dir}: ${BANK_FILES.meta} is missing` : `memory bank ${dir}: cannot read ${BANK_FILES.meta}: ${e.message}`,
-      );
-    });
-    let raw: unknown;
-    try {
-      raw = JSON.parse(metaText);
-    } catch (e) {
-      throw new Error(`memory bank ${dir}: ${BANK_FILES.meta} is not valid JSON (${(e as Error).message})`);
-    }
-    const parsed = bankMetaSchema.safeParse(raw);
-    if (!parsed.success) {
-      const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-      throw new Error(`memory bank ${dir}: ${BANK_FILES.meta} is not a memory bank description (${issues})`);
-    }
-    const meta = parsed.data;
+    const meta = await readMeta(dir);
     if (expect.dim !== undefined && expect.dim !== meta.dim) {
       throw new Error(`memory bank ${dir}: dim mismatch, the bank has dim ${meta.dim} but ${expect.dim} was expected`);
     }
@@ -301,24 +369,32 @@ export class MemoryBank {
     const bank = new MemoryBank(meta.dim, meta.count, littleEndianToFloat32(bytes));
 
     if (meta.hnsw) {
-      const hnswPath = join(dir, BANK_FILES.hnsw);
-      const hnswBytes = await readRequired(hnswPath, dir, BANK_FILES.hnsw, `${BANK_FILES.meta} records an HNSW index but `);
-      const hsha = sha256Hex(hnswBytes);
-      if (hsha !== meta.hnswSha256) {
-        throw new Error(
-          `memory bank ${dir}: ${BANK_FILES.hnsw} is corrupt (sha256 ${hsha}, ${BANK_FILES.meta} records ${meta.hnswSha256})`,
-        );
+      const library = meta.hnswLibrary ?? 'hnswlib';
+      const file = library === 'usearch' ? BANK_FILES.usearch : BANK_FILES.hnsw;
+      const path = join(dir, file);
+      const indexBytes = await readRequired(path, dir, file, `${BANK_FILES.meta} records an HNSW index but `);
+      const isha = sha256Hex(indexBytes);
+      if (isha !== meta.hnswSha256) {
+        throw new Error(`memory bank ${dir}: ${file} is corrupt (sha256 ${isha}, ${BANK_FILES.meta} records ${meta.hnswSha256})`);
       }
-      const index = new hnswlib.HierarchicalNSW('l2', meta.dim);
-      index.readIndexSync(hnswPath);
-      if (index.getCurrentCount() !== meta.count || index.getNumDimensions() !== meta.dim) {
-        throw new Error(
-          `memory bank ${dir}: ${BANK_FILES.hnsw} holds ${index.getCurrentCount()} points of dim ${index.getNumDimensions()}, ` +
-            `expected ${meta.count} of dim ${meta.dim}`,
-        );
+      let points: number;
+      let dims: number;
+      if (library === 'usearch') {
+        const index = UsearchIndex.load(path, meta.dim, { ...meta.hnsw, quantization: meta.hnswQuantization ?? HNSW_QUANTIZATION });
+        bank.approximate = { library, index };
+        points = index.size;
+        dims = index.dimensions;
+      } else {
+        const index = new hnswlib.HierarchicalNSW('l2', meta.dim);
+        index.readIndexSync(path);
+        index.setEf(meta.hnsw.efSearch);
+        bank.approximate = { library, index };
+        points = index.getCurrentCount();
+        dims = index.getNumDimensions();
       }
-      index.setEf(meta.hnsw.efSearch);
-      bank.index = index;
+      if (points !== meta.count || dims !== meta.dim) {
+        throw new Error(`memory bank ${dir}: ${file} holds ${points} points of dim ${dims}, expected ${meta.count} of dim ${meta.dim}`);
+      }
       bank.params = { ...meta.hnsw };
     }
     return bank;
@@ -344,6 +420,28 @@ export class MemoryBank {
     }
     return Math.sqrt(s);
   }
+}
+
+/** bank.json of `dir`, validated. */
+async function readMeta(dir: string): Promise<BankMeta> {
+  const metaPath = join(dir, BANK_FILES.meta);
+  const metaText = await readFile(metaPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    throw new Error(
+      e.code === 'ENOENT' ? `memory bank ${dir}: ${BANK_FILES.meta} is missing` : `memory bank ${dir}: cannot read ${BANK_FILES.meta}: ${e.message}`,
+    );
+  });
+  let raw: unknown;
+  try {
+    raw = JSON.parse(metaText);
+  } catch (e) {
+    throw new Error(`memory bank ${dir}: ${BANK_FILES.meta} is not valid JSON (${(e as Error).message})`);
+  }
+  const parsed = bankMetaSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new Error(`memory bank ${dir}: ${BANK_FILES.meta} is not a memory bank description (${issues})`);
+  }
+  return parsed.data;
 }
 
 async function readRequired(path: string, dir: string, name: string, context = ''): Promise<Buffer> {

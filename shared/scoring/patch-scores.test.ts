@@ -7,7 +7,7 @@ test('patch scores are Euclidean distances to the nearest bank entry, exact and 
   const bank = new MemoryBank(2, 3, Float32Array.from([0, 0, 3, 4, 10, 0]));
   const features = Float32Array.from([0, 1, 3, 0, 9, 0, 3, 4]);
   assert.deepEqual(Array.from(patchScores(bank, features, { exact: true })), [1, 3, 1, 0]);
-  bank.buildHnsw();
+  bank.buildHnsw({}, { force: true });
   assert.deepEqual(Array.from(patchScores(bank, features)), [1, 3, 1, 0]);
   assert.throws(() => patchScores(bank, new Float32Array(3)), /features has 3 values, not a multiple of the bank dim 2/);
 });
