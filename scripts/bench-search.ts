@@ -31,8 +31,8 @@ import { getRecipe } from '../shared/features/recipes.js';
 import { DEFAULT_FRAME_SPEC } from '../shared/image/preprocess.js';
 import { sharedDir, defaultWeightsPath } from '../shared/paths.js';
 import { extractFeatures } from '../shared/pipeline/extract.js';
-import { localSources } from '../shared/pipeline/local-source.js';
-import { StageTimer } from '../shared/pipeline/timings.js';
+import { localSources } from '../shared/run/sources.js';
+import { StageTimer } from '../shared/run/timings.js';
 import { rocAuc } from '../shared/metrics/roc.js';
 import { imageScore, patchScores } from '../shared/scoring/patch-scores.js';
 

@@ -290,6 +290,8 @@ async function recallSweep(modelDir: string, dataDir: string, weightsPath: strin
   const manifest = readManifest(modelDir);
   const recipe = getRecipe(manifest.recipe);
   const bank = await MemoryBank.load(modelDir);
+  // Small banks are searched exactly and have no approximate index to sweep.
+  if (!bank.hasHnsw) return null;
   const dataset = listMvtecDataset(dataDir, { test: true });
   const backbone = await createBackbone({ engine, weightsPath });
   const rows: Float32Array[] = [];

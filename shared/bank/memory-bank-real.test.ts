@@ -14,8 +14,8 @@ import { getRecipe } from '../features/recipes.js';
 import { DEFAULT_FRAME_SPEC } from '../image/preprocess.js';
 import { defaultDatasetDir, defaultWeightsPath } from '../paths.js';
 import { extractFeatures } from '../pipeline/extract.js';
-import { localSources } from '../pipeline/local-source.js';
-import { StageTimer } from '../pipeline/timings.js';
+import { localSources } from '../run/sources.js';
+import { StageTimer } from '../run/timings.js';
 
 const DIM = 1024;
 const PATCHES = 784;
