@@ -6,7 +6,8 @@ import type { FlowProducer, JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_HNSW, type HnswParams } from '../../shared/bank/index.js';
 import { listStoredDataset } from '../../shared/distributed/dataset-store.js';
-import { resolveVersion } from '../../shared/distributed/model-store.js';
+import { claimKey, resolveVersion, versionTaken } from '../../shared/distributed/model-store.js';
+import { UserError } from '../../shared/errors.js';
 import { getRecipe, type RecipeName } from '../../shared/features/recipes.js';
 import type { FrameSpec } from '../../shared/image/index.js';
 import type { Logger } from '../../shared/log.js';
@@ -76,6 +77,14 @@ export async function submitTraining(ctx: ProducerContext, req: TrainingRequest)
   const { train } = await listStoredDataset(ctx.store, prefix, { train: true });
   const runId = req.runId ?? newRunId('train', category);
   const version = req.version ?? runId.replace(/^train-/, 'v-');
+  if (await versionTaken(ctx.store, category, version)) {
+    // Resubmitting the same run is a no-op; another run naming a published or claimed version is refused.
+    const claim = (await ctx.store.getJson(claimKey(category, version)).catch(() => null)) as { runId?: string } | null;
+    const run = (await ctx.store.getJson(runManifestKey(runId)).catch(() => null)) as { version?: string } | null;
+    if (claim?.runId !== runId && run?.version !== version) {
+      throw new UserError(`model version ${category}/${version} already exists (or is being written by run ${claim?.runId ?? 'unknown'}); versions are never overwritten: choose another --version`);
+    }
+  }
   const shards = splitShards(train.map((t) => prefix + t.path), req.shardSize ?? 32);
   const seed = req.seed ?? 0;
   const frame = req.frame ?? { resize: 256, crop: 224 };
