@@ -142,15 +142,41 @@ export async function runKindOf(connection: Redis, runId: string, prefix: string
   return null;
 }
 
-/** Polls a run until it completes or fails; `onProgress` sees every poll. */
+/** How long `--wait` / `--watch` keep trying while Redis is unreachable (a restart, a failover) before giving up. */
+export const DEFAULT_OUTAGE_MS = 5 * 60_000;
+
+/**
+ * Polls a run until it completes or fails; `onProgress` sees every poll. Redis going away (a restart) is ridden
+ * out: polls are retried with backoff, the connection reopened when its client gave up, for up to `outageMs`.
+ */
 export async function waitForRun(
   connection: Redis, runId: string, kind: RunKind, prefix: string,
-  opts: { pollMs?: number; timeoutMs?: number; onProgress?: (p: RunProgress) => void; signal?: AbortSignal } = {},
+  opts: { pollMs?: number; timeoutMs?: number; outageMs?: number; onProgress?: (p: RunProgress) => void; onOutage?: (err: Error, downMs: number) => void; signal?: AbortSignal } = {},
 ): Promise<RunProgress> {
   const deadline = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
+  const outageMs = opts.outageMs ?? DEFAULT_OUTAGE_MS;
+  let downSince: number | null = null;
+  let failures = 0;
   for (;;) {
     if (opts.signal?.aborted) throw new Error(`stopped waiting for run ${runId}: interrupted`);
-    const p = await runProgress(connection, runId, kind, { prefix });
+    let p: RunProgress;
+    try {
+      p = await runProgress(connection, runId, kind, { prefix });
+      downSince = null;
+      failures = 0;
+    } catch (err) {
+      downSince ??= Date.now();
+      const down = Date.now() - downSince;
+      if (down > outageMs) {
+        throw new Error(`lost Redis for ${Math.round(down / 1000)} s while waiting for run ${runId} (the run goes on; see "patchcore status ${runId}"): ${(err as Error).message}`);
+      }
+      opts.onOutage?.(err as Error, down);
+      failures++;
+      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(failures, 5)) * (0.75 + Math.random() / 2)));
+      // A fail-fast client stops reconnecting after a few attempts; each call here is one more attempt.
+      if (connection.status === 'end') await connection.connect().catch(() => {});
+      continue;
+    }
     opts.onProgress?.(p);
     if (p.state === 'completed' || p.state === 'failed') return p;
     if (Date.now() > deadline) throw new Error(`run ${runId} did not finish within ${opts.timeoutMs} ms (state ${p.state})`);
