@@ -11,6 +11,7 @@ import { UserError } from '../../shared/errors.js';
 import { getRecipe, type RecipeName } from '../../shared/features/recipes.js';
 import type { FrameSpec } from '../../shared/image/index.js';
 import type { Logger } from '../../shared/log.js';
+import { PAYLOAD_LIMITS } from '../../shared/queue/jobs.js';
 import { enqueueEvaluationFlow, enqueueTrainingFlow, runProgress, type RunKind, type RunProgress, type ShardSpec } from '../../shared/queue/flows.js';
 import { datasetPrefix, runManifestKey, shardName } from '../../shared/storage/keys.js';
 import type { ObjectStore } from '../../shared/storage/object-store.js';
@@ -28,7 +29,8 @@ export function newRunId(kind: 'train' | 'eval', category: string, now = new Dat
 }
 
 export function splitShards(imageKeys: string[], shardSize: number): ShardSpec[] {
-  if (!Number.isInteger(shardSize) || shardSize < 1) throw new Error(`shard size must be a positive integer, got ${shardSize}`);
+  if (!Number.isInteger(shardSize) || shardSize < 1) throw new UserError(`--shard-size must be a positive integer, got ${shardSize}`);
+  if (shardSize > PAYLOAD_LIMITS.shardImages) throw new UserError(`--shard-size ${shardSize} is above the limit of ${PAYLOAD_LIMITS.shardImages} images per shard`);
   const shards: ShardSpec[] = [];
   for (let i = 0; i < imageKeys.length; i += shardSize) {
     shards.push({ shardId: shardName(shards.length), imageKeys: imageKeys.slice(i, i + shardSize) });
@@ -70,7 +72,23 @@ export interface SubmittedRun {
   category: string;
 }
 
+/** The caps of PAYLOAD_LIMITS on what a training request asks for, checked before anything is written. */
+export function checkTrainingLimits(req: Pick<TrainingRequest, 'frame' | 'hnsw' | 'batchSize' | 'shardSize'>): void {
+  const L = PAYLOAD_LIMITS;
+  const over = (flag: string, v: number | null | undefined, max: number) => {
+    if (v !== undefined && v !== null && !(Number.isInteger(v) && v >= 1 && v <= max)) throw new UserError(`${flag} ${v} is out of range: expected an integer from 1 to ${max}`);
+  };
+  over('--resize', req.frame?.resize, L.frameSide);
+  over('--crop', req.frame?.crop, L.frameSide);
+  over('--batch-size', req.batchSize, L.batchSize);
+  over('--shard-size', req.shardSize, L.shardImages);
+  over('HNSW M', req.hnsw?.M, L.hnswM);
+  over('HNSW efConstruction', req.hnsw?.efConstruction, L.hnswEf);
+  over('HNSW efSearch', req.hnsw?.efSearch, L.hnswEf);
+}
+
 export async function submitTraining(ctx: ProducerContext, req: TrainingRequest): Promise<SubmittedRun> {
+  checkTrainingLimits(req);
   const category = req.category ?? req.dataset;
   const recipe = getRecipe(req.recipe ?? 'paper');
   const prefix = datasetPrefix(req.dataset);

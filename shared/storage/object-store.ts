@@ -54,6 +54,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { z } from 'zod';
 import { storageConfigFromEnv, type StorageConfig } from './config.js';
 import { MAX_KEY_BYTES, normaliseRelativePath } from './keys.js';
+import { PermanentError } from '../errors.js';
 
 const MiB = 1024 * 1024;
 /** S3's smallest allowed part (all but the last). */
@@ -132,6 +133,13 @@ export class PreconditionFailedError extends Error {
   ) {
     const what = conditions.ifNoneMatch ? 'it already exists' : `it no longer has ETag ${conditions.ifMatch}`;
     super(`conditional write of s3://${bucket}/${key} refused: ${what}`, options);
+  }
+}
+
+/** An object larger than the reader allows; refused from its Content-Length, before its body is read. */
+export class ObjectTooLargeError extends PermanentError {
+  constructor(readonly bucket: string, readonly key: string, readonly size: number, readonly maxBytes: number) {
+    super(`object "${key}" in bucket "${bucket}" is ${size} bytes; at most ${maxBytes} are allowed here`);
   }
 }
 
@@ -402,9 +410,18 @@ export class ObjectStore {
     }
   }
 
-  /** The whole object in memory. Throws NotFoundError when the key does not exist. */
-  async getObject(key: string): Promise<Buffer> {
-    return this.#download('getObject', key, (res) => readBody(res.Body as Readable, res.ContentLength));
+  /**
+   * The whole object in memory. Throws NotFoundError when the key does not exist; with maxBytes, an object larger
+   * than that is refused (ObjectTooLargeError) from the response's Content-Length before its body is read.
+   */
+  async getObject(key: string, opts: { maxBytes?: number } = {}): Promise<Buffer> {
+    return this.#download('getObject', key, (res) => {
+      if (opts.maxBytes !== undefined && (res.ContentLength === undefined || res.ContentLength > opts.maxBytes)) {
+        (res.Body as Readable | undefined)?.destroy?.();
+        throw new ObjectTooLargeError(this.bucket, key, res.ContentLength ?? -1, opts.maxBytes);
+      }
+      return readBody(res.Body as Readable, res.ContentLength);
+    });
   }
 
   /** The whole object and its ETag (for a later If-Match write), or null when the key does not exist. */
@@ -632,6 +649,7 @@ export class ObjectStore {
         return await consume(res);
       } catch (e) {
         (res.Body as Readable | undefined)?.destroy?.();
+        if (e instanceof ObjectTooLargeError) throw e; // the same object again would be just as large
         const local = LOCAL_FS_ERRORS.has(String(sdkError(e).code));
         if (local || attempt >= this.#config.maxAttempts) {
           const why = local ? 'writing it locally failed' : `reading the body failed after ${attempt} attempts`;
