@@ -233,11 +233,13 @@ export async function collectGarbage(
     const published = info?.kind === 'training'
       ? (versionGroup?.objects.some((o) => o.key.endsWith('/manifest.json')) ?? false) && !goneVersions.has(versionId!)
       : reports.get(runId)?.objects.some((o) => o.key.endsWith('/index.html')) ?? false;
+    // An evaluation without a report past the grace period failed or was abandoned: nothing will come of it.
     const outputGone = info?.kind === 'training'
       ? versionId !== null && (goneVersions.has(versionId) || !versionGroup)
-      : goneRuns.has(runId);
+      : goneRuns.has(runId) || !reports.has(runId);
     if (outputGone && (goneRuns.has(runId) || goneVersions.has(versionId ?? '') || stale(group))) {
-      await remove(prefix, info?.kind === 'training' ? 'its model version is gone' : 'its report is gone', group.objects);
+      const why = info?.kind === 'training' ? 'its model version is gone' : reports.has(runId) ? 'its report is gone' : 'no report came of it within the grace period';
+      await remove(prefix, why, group.objects);
       continue;
     }
     if (!info && stale(group)) {
