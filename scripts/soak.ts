@@ -78,6 +78,24 @@ const RETENTION: RetentionSettings = { keepVersions: 3, keepReports: 3, graceMs:
 const checking = new Set<string>();
 /** The largest footprint of each kind seen, for the retention bound. */
 const largest = { version: 0, report: 0, trainIntermediates: 0, evalIntermediates: 0, runJson: 0 };
+/** Updates `largest` from what the bucket holds now: every model version, report and run's intermediates. */
+async function measureLargest(store: { list(p: string): AsyncIterable<{ key: string; size: number }> }): Promise<void> {
+  const sizes = new Map<string, number>();
+  for await (const o of store.list('')) {
+    const m = /^(models\/[^/]+\/[^/]+\/|reports\/[^/]+\/|runs\/[^/]+\/(?:embeddings|scores|maps)\/|runs\/[^/]+\/run\.json)/.exec(o.key);
+    if (!m) continue;
+    // Scores and maps of one run count together, as one evaluation's intermediates.
+    const id = m[1].replace(/\/(scores|maps)\/$/, '/eval/');
+    sizes.set(id, (sizes.get(id) ?? 0) + o.size);
+  }
+  for (const [id, bytes] of sizes) {
+    if (id.startsWith('models/')) largest.version = Math.max(largest.version, bytes);
+    else if (id.startsWith('reports/')) largest.report = Math.max(largest.report, bytes);
+    else if (id.endsWith('/embeddings/')) largest.trainIntermediates = Math.max(largest.trainIntermediates, bytes);
+    else if (id.endsWith('/eval/')) largest.evalIntermediates = Math.max(largest.evalIntermediates, bytes);
+    else if (id.endsWith('run.json')) largest.runJson = Math.max(largest.runJson, bytes);
+  }
+}
 const prefixBytes = async (store: { list(p: string): AsyncIterable<{ size: number }> }, prefix: string) => {
   let n = 0;
   for await (const o of store.list(prefix)) n += o.size;
@@ -165,6 +183,7 @@ async function main(): Promise<void> {
         await sleep(5000);
         if (stopping) break;
         try {
+          await measureLargest(c.store);
           const inUse = await inUseFromQueues(c.connection, prefixQ);
           for (const r of checking) inUse.runs.add(r);
           const r = await collectGarbage(c.store, RETENTION, { inUse });
@@ -270,6 +289,7 @@ async function main(): Promise<void> {
     // category keepVersions versions plus latest plus one being published, keepReports reports plus one being
     // written, and for every run folder retention keeps its run.json; intermediates of runs in flight (one main
     // training or evaluation and one scheduled training at a time) and of runs within the grace period.
+    await measureLargest(c.store);
     const last = await collectGarbage(c.store, RETENTION, { inUse: await inUseFromQueues(c.connection, prefixQ) });
     totals.gc_passes++;
     totals.gc_deleted_bytes += last.deletedBytes;
