@@ -52,6 +52,7 @@ interface KoaContext {
   type: string;
   body: unknown;
   store: { getMetadata(bucket: string, key: string): Promise<{ etag: string }> };
+  res: import('node:http').ServerResponse;
 }
 type KoaMiddleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<void>;
 
@@ -103,7 +104,10 @@ export function conditionalWrites(): KoaMiddleware {
           return;
         }
       }
-      await next();
+      // A client that goes away mid-body (a cut connection) can leave s3rver's write pending for ever; the lock
+      // must not wait for it, or every later write of the key would hang behind it.
+      const gone = new Promise<void>((resolve) => ctx.res.once('close', () => resolve()));
+      await Promise.race([next(), gone]);
     } finally {
       release();
       if (locks.get(lockId) === tail) locks.delete(lockId);
