@@ -54,6 +54,25 @@ test('the embedded S3 server decides conditional writes as S3 does, one writer a
   assert.equal((await store.getObject('cond/once')).toString(), 'plain');
 });
 
+test('a write whose client goes away mid-body does not hold up later writes of the key', { timeout: 30_000 }, async () => {
+  // A raw PUT that announces 1 MiB, sends 1 KiB and drops the connection (as a killed worker would).
+  const { request } = await import('node:http');
+  await new Promise<void>((resolve) => {
+    const req = request(`${s3.endpoint}/${s3.bucket}/cond/cut`, { method: 'PUT', headers: { 'content-length': String(1 << 20) } });
+    req.on('error', () => resolve());
+    req.write(Buffer.alloc(1024));
+    setTimeout(() => {
+      req.destroy();
+      resolve();
+    }, 300);
+  });
+  const r = await store.putObject('cond/cut', 'after the cut', 'text/plain', { ifNoneMatch: '*' }).catch((e: Error) => e);
+  // Either outcome is S3's (the cut write never completed, so the create wins); what must not happen is a hang.
+  assert.ok(!(r instanceof Error) || r instanceof PreconditionFailedError, String(r));
+  await store.putObject('cond/cut', 'plain');
+  assert.equal((await store.getObject('cond/cut')).toString(), 'plain');
+});
+
 async function publish(category: string, version: string, runId: string, runCreatedAt: string, seed: number) {
   await store.putJson(runManifestKey(runId), { kind: 'training', runId, category, version, createdAt: runCreatedAt });
   const dir = await makeBankDir(seed);
