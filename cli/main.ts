@@ -6,6 +6,7 @@ import {
   INGEST_USAGE, REPORT_USAGE, SCHEDULE_USAGE, STATUS_USAGE, SUBMIT_USAGE, WORKER_USAGE,
   ingestCommand, reportCommand, scheduleCommand, statusCommand, submitCommand, workerCommand,
 } from './commands/pipeline.js';
+import { CANCEL_USAGE, GC_USAGE, RETRY_USAGE, cancelCommand, gcCommand, retryCommand } from './commands/ops.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: string; summary: string }> = {
   fit: { run: fitCommand, usage: FIT_USAGE, summary: 'train a model folder from a category folder (in-process)' },
@@ -17,6 +18,9 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   worker: { run: workerCommand, usage: WORKER_USAGE, summary: 'run a pipeline worker: features, index, score or scheduler' },
   schedule: { run: scheduleCommand, usage: SCHEDULE_USAGE, summary: 'scheduled retraining: set, list or remove a cron schedule' },
   report: { run: reportCommand, usage: REPORT_USAGE, summary: 'download a run\'s report from the bucket' },
+  retry: { run: retryCommand, usage: RETRY_USAGE, summary: 'put a run\'s failed jobs back in the queue' },
+  cancel: { run: cancelCommand, usage: CANCEL_USAGE, summary: 'remove a run\'s jobs from the queues' },
+  gc: { run: gcCommand, usage: GC_USAGE, summary: 'delete what retention no longer needs from the bucket (--dry-run lists)' },
 };
 
 function usage(): string {

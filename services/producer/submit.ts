@@ -6,10 +6,12 @@ import type { FlowProducer, JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_HNSW, type HnswParams } from '../../shared/bank/index.js';
 import { listStoredDataset } from '../../shared/distributed/dataset-store.js';
-import { resolveVersion } from '../../shared/distributed/model-store.js';
+import { claimKey, resolveVersion, versionTaken } from '../../shared/distributed/model-store.js';
+import { UserError } from '../../shared/errors.js';
 import { getRecipe, type RecipeName } from '../../shared/features/recipes.js';
 import type { FrameSpec } from '../../shared/image/index.js';
 import type { Logger } from '../../shared/log.js';
+import { PAYLOAD_LIMITS } from '../../shared/queue/jobs.js';
 import { enqueueEvaluationFlow, enqueueTrainingFlow, runProgress, type RunKind, type RunProgress, type ShardSpec } from '../../shared/queue/flows.js';
 import { datasetPrefix, runManifestKey, shardName } from '../../shared/storage/keys.js';
 import type { ObjectStore } from '../../shared/storage/object-store.js';
@@ -27,7 +29,8 @@ export function newRunId(kind: 'train' | 'eval', category: string, now = new Dat
 }
 
 export function splitShards(imageKeys: string[], shardSize: number): ShardSpec[] {
-  if (!Number.isInteger(shardSize) || shardSize < 1) throw new Error(`shard size must be a positive integer, got ${shardSize}`);
+  if (!Number.isInteger(shardSize) || shardSize < 1) throw new UserError(`--shard-size must be a positive integer, got ${shardSize}`);
+  if (shardSize > PAYLOAD_LIMITS.shardImages) throw new UserError(`--shard-size ${shardSize} is above the limit of ${PAYLOAD_LIMITS.shardImages} images per shard`);
   const shards: ShardSpec[] = [];
   for (let i = 0; i < imageKeys.length; i += shardSize) {
     shards.push({ shardId: shardName(shards.length), imageKeys: imageKeys.slice(i, i + shardSize) });
@@ -69,13 +72,37 @@ export interface SubmittedRun {
   category: string;
 }
 
+/** The caps of PAYLOAD_LIMITS on what a training request asks for, checked before anything is written. */
+export function checkTrainingLimits(req: Pick<TrainingRequest, 'frame' | 'hnsw' | 'batchSize' | 'shardSize'>): void {
+  const L = PAYLOAD_LIMITS;
+  const over = (flag: string, v: number | null | undefined, max: number) => {
+    if (v !== undefined && v !== null && !(Number.isInteger(v) && v >= 1 && v <= max)) throw new UserError(`${flag} ${v} is out of range: expected an integer from 1 to ${max}`);
+  };
+  over('--resize', req.frame?.resize, L.frameSide);
+  over('--crop', req.frame?.crop, L.frameSide);
+  over('--batch-size', req.batchSize, L.batchSize);
+  over('--shard-size', req.shardSize, L.shardImages);
+  over('HNSW M', req.hnsw?.M, L.hnswM);
+  over('HNSW efConstruction', req.hnsw?.efConstruction, L.hnswEf);
+  over('HNSW efSearch', req.hnsw?.efSearch, L.hnswEf);
+}
+
 export async function submitTraining(ctx: ProducerContext, req: TrainingRequest): Promise<SubmittedRun> {
+  checkTrainingLimits(req);
   const category = req.category ?? req.dataset;
   const recipe = getRecipe(req.recipe ?? 'paper');
   const prefix = datasetPrefix(req.dataset);
   const { train } = await listStoredDataset(ctx.store, prefix, { train: true });
   const runId = req.runId ?? newRunId('train', category);
   const version = req.version ?? runId.replace(/^train-/, 'v-');
+  if (await versionTaken(ctx.store, category, version)) {
+    // Resubmitting the same run is a no-op; another run naming a published or claimed version is refused.
+    const claim = (await ctx.store.getJson(claimKey(category, version)).catch(() => null)) as { runId?: string } | null;
+    const run = (await ctx.store.getJson(runManifestKey(runId)).catch(() => null)) as { version?: string } | null;
+    if (claim?.runId !== runId && run?.version !== version) {
+      throw new UserError(`model version ${category}/${version} already exists (or is being written by run ${claim?.runId ?? 'unknown'}); versions are never overwritten: choose another --version`);
+    }
+  }
   const shards = splitShards(train.map((t) => prefix + t.path), req.shardSize ?? 32);
   const seed = req.seed ?? 0;
   const frame = req.frame ?? { resize: 256, crop: 224 };
@@ -133,15 +160,41 @@ export async function runKindOf(connection: Redis, runId: string, prefix: string
   return null;
 }
 
-/** Polls a run until it completes or fails; `onProgress` sees every poll. */
+/** How long `--wait` / `--watch` keep trying while Redis is unreachable (a restart, a failover) before giving up. */
+export const DEFAULT_OUTAGE_MS = 5 * 60_000;
+
+/**
+ * Polls a run until it completes or fails; `onProgress` sees every poll. Redis going away (a restart) is ridden
+ * out: polls are retried with backoff, the connection reopened when its client gave up, for up to `outageMs`.
+ */
 export async function waitForRun(
   connection: Redis, runId: string, kind: RunKind, prefix: string,
-  opts: { pollMs?: number; timeoutMs?: number; onProgress?: (p: RunProgress) => void; signal?: AbortSignal } = {},
+  opts: { pollMs?: number; timeoutMs?: number; outageMs?: number; onProgress?: (p: RunProgress) => void; onOutage?: (err: Error, downMs: number) => void; signal?: AbortSignal } = {},
 ): Promise<RunProgress> {
   const deadline = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
+  const outageMs = opts.outageMs ?? DEFAULT_OUTAGE_MS;
+  let downSince: number | null = null;
+  let failures = 0;
   for (;;) {
     if (opts.signal?.aborted) throw new Error(`stopped waiting for run ${runId}: interrupted`);
-    const p = await runProgress(connection, runId, kind, { prefix });
+    let p: RunProgress;
+    try {
+      p = await runProgress(connection, runId, kind, { prefix });
+      downSince = null;
+      failures = 0;
+    } catch (err) {
+      downSince ??= Date.now();
+      const down = Date.now() - downSince;
+      if (down > outageMs) {
+        throw new Error(`lost Redis for ${Math.round(down / 1000)} s while waiting for run ${runId} (the run goes on; see "patchcore status ${runId}"): ${(err as Error).message}`);
+      }
+      opts.onOutage?.(err as Error, down);
+      failures++;
+      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(failures, 5)) * (0.75 + Math.random() / 2)));
+      // A fail-fast client stops reconnecting after a few attempts; each call here is one more attempt.
+      if (connection.status === 'end') await connection.connect().catch(() => {});
+      continue;
+    }
     opts.onProgress?.(p);
     if (p.state === 'completed' || p.state === 'failed') return p;
     if (Date.now() > deadline) throw new Error(`run ${runId} did not finish within ${opts.timeoutMs} ms (state ${p.state})`);

@@ -5,6 +5,16 @@
 // only offers in its legacy provider: every truncated listing then fails with HTTP 500. The shim
 // below maps s3rver's 'des' to 'des-ede3-cbc' with the key repeated three times, which is the same
 // cipher (EDE with K1 = K2 = K3 is single DES); it only touches calls that ask for 'des'.
+//
+// Conditional writes: s3rver 3.7 ignores If-None-Match / If-Match on PutObject and CompleteMultipartUpload.
+// AWS S3 (since 2024) and MinIO honour them, and the model publication relies on them, so the middleware
+// below gives the embedded server S3's documented behaviour
+// (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html):
+//   If-None-Match: *       the write succeeds only when no object has the key, else 412 PreconditionFailed;
+//   If-Match: <etag>       only when the object exists with that ETag: 412 PreconditionFailed on another ETag,
+//                          404 NoSuchKey when there is no object.
+// Writes to one key pass through a per-key lock, so two concurrent conditional PUTs are decided one after the
+// other: exactly one `If-None-Match: *` wins.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import type { Server } from 'node:http';
@@ -33,10 +43,76 @@ export interface S3ServerOptions {
   credentials?: { accessKeyId: string; secretAccessKey: string };
 }
 
+interface KoaContext {
+  method: string;
+  path: string;
+  query: Record<string, string | string[] | undefined>;
+  get(header: string): string;
+  status: number;
+  type: string;
+  body: unknown;
+  store: { getMetadata(bucket: string, key: string): Promise<{ etag: string }> };
+  res: import('node:http').ServerResponse;
+}
+type KoaMiddleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<void>;
+
 interface S3rverInstance {
   run(): Promise<{ port: number }>;
   close(): Promise<void>;
   httpServer?: Server;
+  middleware: KoaMiddleware[];
+}
+
+const xmlError = (code: string, message: string, key: string) =>
+  `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message><Key>${key.replace(/[<>&]/g, '')}</Key></Error>`;
+
+/** S3's conditional-write semantics for PutObject and CompleteMultipartUpload (path-style requests). */
+export function conditionalWrites(): KoaMiddleware {
+  const locks = new Map<string, Promise<void>>();
+  return async (ctx, next) => {
+    const ifNoneMatch = ctx.get('if-none-match');
+    const ifMatch = ctx.get('if-match');
+    const isWrite =
+      (ctx.method === 'PUT' && ctx.query.partNumber === undefined && ctx.get('x-amz-copy-source') === '') ||
+      (ctx.method === 'POST' && ctx.query.uploadId !== undefined);
+    const m = /^\/([^/]+)\/(.+)$/.exec(ctx.path);
+    if (!isWrite || !m) return next();
+    const bucket = m[1];
+    const key = decodeURIComponent(m[2]);
+    const lockId = `${bucket}/${key}`;
+    // Chain on the previous write of this key; every write takes the lock, conditional or not.
+    const previous = locks.get(lockId) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const tail = previous.then(() => mine);
+    locks.set(lockId, tail);
+    await previous;
+    try {
+      if (ifNoneMatch || ifMatch) {
+        const etag = await ctx.store.getMetadata(bucket, key).then((md) => md.etag, () => null);
+        let fail: [number, string, string] | null = null;
+        if (ifNoneMatch && ifNoneMatch.trim() !== '*') fail = [501, 'NotImplemented', 'If-None-Match supports only "*" on writes'];
+        else if (ifNoneMatch && etag !== null) fail = [412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold'];
+        else if (ifMatch && etag === null) fail = [404, 'NoSuchKey', 'The specified key does not exist.'];
+        else if (ifMatch && ifMatch.trim() !== '*' && ifMatch.trim() !== etag) {
+          fail = [412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold'];
+        }
+        if (fail) {
+          ctx.status = fail[0];
+          ctx.type = 'application/xml';
+          ctx.body = xmlError(fail[1], fail[2], key);
+          return;
+        }
+      }
+      // A client that goes away mid-body (a cut connection) can leave s3rver's write pending for ever; the lock
+      // must not wait for it, or every later write of the key would hang behind it.
+      const gone = new Promise<void>((resolve) => ctx.res.once('close', () => resolve()));
+      await Promise.race([next(), gone]);
+    } finally {
+      release();
+      if (locks.get(lockId) === tail) locks.delete(lockId);
+    }
+  };
 }
 type S3rverClass = new (options: Record<string, unknown>) => S3rverInstance;
 
@@ -77,7 +153,13 @@ export async function startS3rver(bucket = 'patchcore-test', opts: S3ServerOptio
     account.DUMMY_ACCOUNT.createKeyPair(opts.credentials.accessKeyId, opts.credentials.secretAccessKey);
   }
   const directory = await mkdtemp(join(tmpdir(), 'patchcore-s3rver-'));
-  let server: S3rverInstance | null = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
+  const create = (port: number): S3rverInstance => {
+    const s = new S3rver({ address: '127.0.0.1', port, silent: true, directory });
+    // First in the chain (before s3rver's routes): the request body is not consumed when it refuses a write.
+    s.middleware.unshift(conditionalWrites());
+    return s;
+  };
+  let server: S3rverInstance | null = create(0);
   const { port } = await server.run();
   const endpoint = `http://127.0.0.1:${port}`;
   const halt = async () => {
@@ -107,7 +189,7 @@ export async function startS3rver(bucket = 'patchcore-test', opts: S3ServerOptio
     kill: halt,
     async restart() {
       await halt();
-      const s = new S3rver({ address: '127.0.0.1', port, silent: true, directory });
+      const s = create(port);
       await s.run();
       server = s;
     },

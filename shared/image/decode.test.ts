@@ -224,7 +224,7 @@ test('errors name the input and say what is wrong', async () => {
 });
 
 test('the pixel limit is checked from the header, before decoding', async () => {
-  const limitMessage = (name: string) => `Cannot decode image "${name}": 30000x30000 exceeds the 100000000-pixel limit`;
+  const limitMessage = (name: string) => `Cannot decode image "${name}": 30000x30000 exceeds the 40000000-pixel limit`;
   assert.equal(await rejection(decodeImage(pngDeclaringSize(30000, 30000), 'bomb.png')), limitMessage('bomb.png'));
   const bmpHeader = encodeBmp({ width: 1, height: 1, bitsPerPixel: 24, pixels: [0, 0, 0] });
   bmpHeader.writeInt32LE(30000, 18);

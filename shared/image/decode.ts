@@ -25,11 +25,13 @@ export interface DecodedMask {
 }
 
 export interface DecodeOptions {
-  /** Refuse images with more pixels than this (decompression bombs). Default 100 megapixels. */
+  /** Refuse images with more pixels than this (decompression bombs). Default 40 megapixels. */
   maxPixels?: number;
 }
 
-export const DEFAULT_MAX_PIXELS = 100_000_000;
+// 40 MP (e.g. 7300x5500) covers industrial line cameras; decoded as RGB it is 120 MB, so a few decodes in
+// parallel fit a worker's memory. The check reads the header only, before any pixel is decoded.
+export const DEFAULT_MAX_PIXELS = 40_000_000;
 
 export type ImageFormat = 'png' | 'jpeg' | 'tiff' | 'bmp' | 'gif' | 'webp';
 

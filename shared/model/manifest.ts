@@ -64,6 +64,8 @@ export const ModelManifestSchema = z.object({
   }),
   /** Good images held out of training and their scores: the basis of a target-FPR threshold. */
   validation: z.object({ images: z.array(z.string()), scores: z.array(z.number()) }).optional(),
+  /** Every bank file with its size and sha256, recorded when the model is published to storage; checked on download. */
+  files: z.array(z.object({ name: z.string(), size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })).optional(),
 });
 
 export type ModelManifest = z.infer<typeof ModelManifestSchema>;

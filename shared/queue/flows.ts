@@ -343,3 +343,108 @@ export async function runProgress(
     await Promise.all([parentQueue.close(), childQueue.close()]);
   }
 }
+
+export interface RetriedRun {
+  runId: string;
+  kind: RunKind;
+  /** Jobs moved from failed back to the queue (children, and the parent when it failed on its own). */
+  retried: string[];
+}
+
+// A parent failed because a child failed (failParentOnFailure) carries a deferred failure ("defa") and sits in
+// `failed`; BullMQ's retry of the children does not bring it back. This puts it back in waiting-children, as it
+// was before the child failed, so the retried children's completion releases it again.
+const REOPEN_PARENT = `
+local jobKey = KEYS[1]
+if redis.call("ZREM", KEYS[2], ARGV[1]) == 1 then
+  redis.call("HDEL", jobKey, "defa", "failedReason", "finishedOn", "processedOn", "stacktrace")
+  redis.call("ZADD", KEYS[3], tonumber(ARGV[2]), ARGV[1])
+  return 1
+end
+return 0`;
+
+/**
+ * `patchcore retry <run>`: every failed job of the run back to the queue with fresh attempts. Children first go
+ * back into their parent's dependencies; a parent that failed because of them waits for them again.
+ */
+export async function retryRun(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string } = {}): Promise<RetriedRun> {
+  checkRunId(`${kind} run`, runId);
+  const q = RUN_QUEUES[kind];
+  const prefix = opts.prefix ?? DEFAULT_QUEUE_PREFIX;
+  const parentQueue = new Queue(q.parent, { connection, prefix, skipMetasUpdate: true });
+  const childQueue = new Queue(q.child, { connection, prefix, skipMetasUpdate: true });
+  try {
+    const parentId = q.parentId(runId);
+    const parent = await parentQueue.getJob(parentId);
+    if (!parent) throw new Error(`no ${kind} run "${runId}" in the queues (prefix "${prefix}")`);
+    const shardIds: string[] = Array.isArray(parent.data?.shards) ? parent.data.shards.map(String) : [];
+    const failedChildren: Job[] = [];
+    for (const shardId of shardIds) {
+      const id = q.childId(runId, shardId);
+      if ((await childQueue.getJobState(id)) === 'failed') failedChildren.push((await childQueue.getJob(id))!);
+    }
+    const retried: string[] = [];
+    const parentState = await parentQueue.getJobState(parentId);
+    if (failedChildren.length > 0 && parentState === 'failed') {
+      const base = `${prefix}:${q.parent}`;
+      await connection.eval(REOPEN_PARENT, 3, `${base}:${parentId}`, `${base}:failed`, `${base}:waiting-children`, parentId, String(Date.now()));
+      retried.push(parentId);
+    }
+    for (const child of failedChildren) {
+      await child.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+      retried.push(child.id!);
+    }
+    if (failedChildren.length === 0 && parentState === 'failed') {
+      await parent.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+      retried.push(parentId);
+    }
+    return { runId, kind, retried };
+  } finally {
+    await Promise.all([parentQueue.close(), childQueue.close()]);
+  }
+}
+
+export interface CancelledRun {
+  runId: string;
+  kind: RunKind;
+  /** Jobs removed from the queues. */
+  removed: string[];
+  /** Jobs a worker is running now: they cannot be taken away and finish on their own; nothing follows them. */
+  running: string[];
+}
+
+/**
+ * `patchcore cancel <run>`: removes every job of the run that no worker holds (the parent first, so no finished
+ * child can release it). Running jobs finish or fail on their own. Its ids are free again afterwards.
+ */
+export async function cancelRun(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string } = {}): Promise<CancelledRun> {
+  checkRunId(`${kind} run`, runId);
+  const q = RUN_QUEUES[kind];
+  const prefix = opts.prefix ?? DEFAULT_QUEUE_PREFIX;
+  const parentQueue = new Queue(q.parent, { connection, prefix, skipMetasUpdate: true });
+  const childQueue = new Queue(q.child, { connection, prefix, skipMetasUpdate: true });
+  try {
+    const parentId = q.parentId(runId);
+    const parent = await parentQueue.getJob(parentId);
+    if (!parent) throw new Error(`no ${kind} run "${runId}" in the queues (prefix "${prefix}")`);
+    const shardIds: string[] = Array.isArray(parent.data?.shards) ? parent.data.shards.map(String) : [];
+    const removed: string[] = [];
+    const running: string[] = [];
+    const take = async (queue: Queue, id: string) => {
+      const state = await queue.getJobState(id);
+      if (state === 'unknown') return;
+      if (state === 'active') {
+        running.push(id);
+        return;
+      }
+      // removeChildren false: the children are handled one by one, active ones left to finish.
+      if ((await queue.remove(id, { removeChildren: false })) === 1) removed.push(id);
+      else running.push(id);
+    };
+    await take(parentQueue, parentId);
+    for (const shardId of shardIds) await take(childQueue, q.childId(runId, shardId));
+    return { runId, kind, removed, running };
+  } finally {
+    await Promise.all([parentQueue.close(), childQueue.close()]);
+  }
+}

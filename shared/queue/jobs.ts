@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import type { JobsOptions } from 'bullmq';
 import { RECIPE_NAMES } from '../features/recipes.js';
+import { PermanentError } from '../errors.js';
 
 export const FEATURES_QUEUE = 'patchcore-features';
 export const INDEX_QUEUE = 'patchcore-index';
@@ -57,10 +58,33 @@ const Id = z.string().superRefine((v, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} ${problem}` });
 });
 
+/**
+ * Upper bounds on what one job may ask for, so a mistyped flag or a hostile payload cannot make a worker allocate
+ * without limit. The CLI checks the same limits when it reads its flags.
+ */
+export const PAYLOAD_LIMITS = Object.freeze({
+  /** Resize / crop side in pixels (the model sees crop x crop; 224 by default). */
+  frameSide: 1024,
+  /** Images in one shard (one job). */
+  shardImages: 1000,
+  /** Shards in one run. */
+  shards: 10_000,
+  /** Gaussian projection width of the coreset selection. */
+  projectionDim: 1024,
+  hnswM: 128,
+  hnswEf: 4096,
+  batchSize: 256,
+  /** Images downloaded by a worker: larger objects are refused before their body is read. */
+  imageBytes: 64 * 1024 * 1024,
+  /** The share of a run's images that may be unreadable before the run fails instead of publishing. */
+  defaultMaxFailedShare: 0.05,
+});
+
 const ObjectKey = z.string().min(1).max(1024);
 const ShardList = z
   .array(Id)
   .min(1)
+  .max(PAYLOAD_LIMITS.shards)
   .superRefine((shards, ctx) => {
     const seen = new Set<string>();
     shards.forEach((s, i) => {
@@ -73,22 +97,26 @@ const Ratio = z.number().gt(0).max(1);
 const Seed = z.number().int();
 const ModelRef = z.object({ category: Id, version: Id });
 
+const FrameSide = z.number().int().positive().max(PAYLOAD_LIMITS.frameSide);
 const Frame = z.object({
-  resize: z.number().int().positive().nullable(),
-  crop: z.number().int().positive().nullable(),
+  resize: FrameSide.nullable(),
+  crop: FrameSide.nullable(),
 });
+const ImageKeys = z.array(ObjectKey).min(1).max(PAYLOAD_LIMITS.shardImages);
+/** Fail the run when more than this share of its images could not be read (default 5%). */
+const MaxFailedShare = z.number().min(0).max(1).optional();
 
 export const ExtractFeaturesPayloadSchema = z.object({
   runId: Id,
   shardId: Id,
-  imageKeys: z.array(ObjectKey).min(1),
+  imageKeys: ImageKeys,
   datasetPrefix: ObjectKey,
   recipe: Recipe,
   frame: Frame,
   weights: z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits') }),
   /** Optional per-shard coreset before the global one, to bound what build-index has to load. */
   perShardCoreset: z.object({ ratio: Ratio, seed: Seed }).nullable().optional(),
-  batchSize: z.number().int().min(1).max(256),
+  batchSize: z.number().int().min(1).max(PAYLOAD_LIMITS.batchSize),
 });
 
 export const BuildIndexPayloadSchema = z.object({
@@ -96,25 +124,26 @@ export const BuildIndexPayloadSchema = z.object({
   category: Id,
   version: Id,
   recipe: Recipe,
-  coreset: z.object({ ratio: Ratio, seed: Seed, projectionDim: z.number().int().positive() }),
+  coreset: z.object({ ratio: Ratio, seed: Seed, projectionDim: z.number().int().positive().max(PAYLOAD_LIMITS.projectionDim) }),
   /** Recorded in the model manifest: the weights and framing the feature workers used. */
   weights: z.object({ file: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits') }),
   frame: Frame,
   /** Anomaly-map smoothing at the 224-pixel scale (default 4). */
   sigma: z.number().positive().optional(),
   hnsw: z.object({
-    M: z.number().int().min(2).max(128),
-    efConstruction: z.number().int().positive(),
-    efSearch: z.number().int().positive(),
+    M: z.number().int().min(2).max(PAYLOAD_LIMITS.hnswM),
+    efConstruction: z.number().int().positive().max(PAYLOAD_LIMITS.hnswEf),
+    efSearch: z.number().int().positive().max(PAYLOAD_LIMITS.hnswEf),
   }),
   shards: ShardList,
+  maxFailedShare: MaxFailedShare,
 });
 
 export const ScoreShardPayloadSchema = z.object({
   runId: Id,
   shardId: Id,
   model: ModelRef,
-  imageKeys: z.array(ObjectKey).min(1),
+  imageKeys: ImageKeys,
   datasetPrefix: ObjectKey,
 });
 
@@ -124,6 +153,7 @@ export const ReportPayloadSchema = z.object({
   shards: ShardList,
   datasetPrefix: ObjectKey,
   category: Id,
+  maxFailedShare: MaxFailedShare,
 });
 
 /** One scheduled retraining: submit a training run of `dataset` for `category` (a new model version). */
@@ -133,7 +163,7 @@ export const RetrainPayloadSchema = z.object({
   recipe: Recipe.optional(),
   coresetRatio: Ratio.optional(),
   perShardCoresetRatio: Ratio.nullable().optional(),
-  shardSize: z.number().int().min(1).max(10_000).optional(),
+  shardSize: z.number().int().min(1).max(PAYLOAD_LIMITS.shardImages).optional(),
 });
 
 export type ExtractFeaturesPayload = z.infer<typeof ExtractFeaturesPayloadSchema>;
@@ -175,6 +205,20 @@ export function validatePayload<K extends JobKind>(kind: K, data: unknown, jobId
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((i) => `${issuePath(i.path)}: ${i.message}`);
   throw new Error(`invalid ${kind} payload in job ${jobId ?? '(no id)'}: ${problems.join('; ')}`);
+}
+
+/**
+ * Refuses a run in which more than `maxShare` of the images could not be read (PermanentError naming the run, the
+ * count and a few of them): a model or report built from the rest would silently describe a different data set.
+ */
+export function checkFailedShare(
+  what: string, failed: readonly { id: string; error: string }[], total: number, maxShare: number = PAYLOAD_LIMITS.defaultMaxFailedShare,
+): void {
+  if (total <= 0 || failed.length / total <= maxShare) return;
+  const sample = failed.slice(0, 3).map((f) => `${f.id} (${f.error})`).join('; ');
+  throw new PermanentError(
+    `${what}: ${failed.length} of ${total} images (${((100 * failed.length) / total).toFixed(1)}%) could not be read, more than the ${(100 * maxShare).toFixed(1)}% allowed; e.g. ${sample}`,
+  );
 }
 
 /**

@@ -11,6 +11,10 @@
  *    write: ignore it; cleanup may delete it.
  * 4. Objects are never rewritten in place with different content: a new model is a new
  *    models/<category>/<version>/ prefix, and the `latest` pointer is switched (put) last.
+ * 5. Where two writers may race for one key (a model version's manifest, the `latest` pointer), the
+ *    write is conditional (PutConditions: If-None-Match: * creates only, If-Match: <etag> replaces only
+ *    what the writer read); the loser gets PreconditionFailedError. AWS S3 and MinIO honour both headers;
+ *    the embedded s3rver does through the middleware in shared/embedded/s3-server.ts.
  * AWS S3 and MinIO give read-after-write consistency, so a reader that sees the manifest sees the data.
  *
  * Retries: the SDK's standard retry strategy (exponential backoff with jitter) retries throttling,
@@ -50,6 +54,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { z } from 'zod';
 import { storageConfigFromEnv, type StorageConfig } from './config.js';
 import { MAX_KEY_BYTES, normaliseRelativePath } from './keys.js';
+import { PermanentError } from '../errors.js';
 
 const MiB = 1024 * 1024;
 /** S3's smallest allowed part (all but the last). */
@@ -77,6 +82,16 @@ export interface ObjectStoreOptions {
 export interface ListedObject {
   key: string;
   size: number;
+  /** When the object was last written (absent if the server did not say). */
+  lastModified?: Date;
+}
+
+/** Conditions of a write (S3 conditional writes). */
+export interface PutConditions {
+  /** '*': write only if no object has the key. */
+  ifNoneMatch?: '*';
+  /** Write only if the object exists with this ETag (as head/getWithEtag returned it). */
+  ifMatch?: string;
 }
 
 export interface ObjectInfo {
@@ -101,6 +116,30 @@ export class NotFoundError extends Error {
     options?: { cause?: unknown },
   ) {
     super(`object "${key}" not found in bucket "${bucket}" (s3://${bucket}/${key})`, options);
+  }
+}
+
+/**
+ * A conditional write lost: the key exists (If-None-Match: *), or no longer has the ETag the writer read, or is
+ * gone (If-Match). Re-read and decide again; retrying the same write cannot succeed.
+ */
+export class PreconditionFailedError extends Error {
+  override readonly name = 'PreconditionFailedError';
+  constructor(
+    readonly bucket: string,
+    readonly key: string,
+    readonly conditions: PutConditions,
+    options?: { cause?: unknown },
+  ) {
+    const what = conditions.ifNoneMatch ? 'it already exists' : `it no longer has ETag ${conditions.ifMatch}`;
+    super(`conditional write of s3://${bucket}/${key} refused: ${what}`, options);
+  }
+}
+
+/** An object larger than the reader allows; refused from its Content-Length, before its body is read. */
+export class ObjectTooLargeError extends PermanentError {
+  constructor(readonly bucket: string, readonly key: string, readonly size: number, readonly maxBytes: number) {
+    super(`object "${key}" in bucket "${bucket}" is ${size} bytes; at most ${maxBytes} are allowed here`);
   }
 }
 
@@ -322,9 +361,30 @@ export class ObjectStore {
    * Writes one object. Buffers up to multipartThreshold go in one PutObject; larger buffers and
    * every Readable stream go through a multipart Upload (parts of partSize, streamed, retried).
    */
-  async putObject(key: string, body: PutBody, contentType = 'application/octet-stream'): Promise<PutResult> {
+  async putObject(key: string, body: PutBody, contentType = 'application/octet-stream', conditions?: PutConditions): Promise<PutResult> {
     checkObjectKey(key);
     const data = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+    if (conditions && (conditions.ifNoneMatch || conditions.ifMatch)) {
+      // One PutObject, whatever the size (S3 allows 5 GiB): a conditional write is decided once, not per part.
+      if (!(data instanceof Uint8Array)) throw new Error(`putObject("${key}"): a conditional write needs a Buffer body, not a stream`);
+      try {
+        const r = await this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket, Key: key, Body: data, ContentType: contentType, ContentLength: data.byteLength,
+            IfNoneMatch: conditions.ifNoneMatch, IfMatch: conditions.ifMatch,
+          }),
+        );
+        return { key, size: data.byteLength, etag: r.ETag };
+      } catch (e) {
+        const status = httpStatus(e);
+        const name = sdkError(e).name;
+        // 412: the condition did not hold; 409: a concurrent conditional write won; 404 with If-Match: the key is gone.
+        if (status === 412 || status === 409 || name === 'PreconditionFailed' || (conditions.ifMatch && (status === 404 || name === 'NoSuchKey'))) {
+          throw new PreconditionFailedError(this.bucket, key, conditions, { cause: e });
+        }
+        throw this.#wrap('putObject', key, e);
+      }
+    }
     try {
       if (data instanceof Uint8Array && data.byteLength <= this.#multipartThreshold) {
         const r = await this.client.send(
@@ -350,9 +410,31 @@ export class ObjectStore {
     }
   }
 
-  /** The whole object in memory. Throws NotFoundError when the key does not exist. */
-  async getObject(key: string): Promise<Buffer> {
-    return this.#download('getObject', key, (res) => readBody(res.Body as Readable, res.ContentLength));
+  /**
+   * The whole object in memory. Throws NotFoundError when the key does not exist; with maxBytes, an object larger
+   * than that is refused (ObjectTooLargeError) from the response's Content-Length before its body is read.
+   */
+  async getObject(key: string, opts: { maxBytes?: number } = {}): Promise<Buffer> {
+    return this.#download('getObject', key, (res) => {
+      if (opts.maxBytes !== undefined && (res.ContentLength === undefined || res.ContentLength > opts.maxBytes)) {
+        (res.Body as Readable | undefined)?.destroy?.();
+        throw new ObjectTooLargeError(this.bucket, key, res.ContentLength ?? -1, opts.maxBytes);
+      }
+      return readBody(res.Body as Readable, res.ContentLength);
+    });
+  }
+
+  /** The whole object and its ETag (for a later If-Match write), or null when the key does not exist. */
+  async getWithEtag(key: string): Promise<{ body: Buffer; etag: string } | null> {
+    try {
+      return await this.#download('getObject', key, async (res) => ({
+        body: await readBody(res.Body as Readable, res.ContentLength),
+        etag: res.ETag ?? '',
+      }));
+    } catch (e) {
+      if (e instanceof NotFoundError) return null;
+      throw e;
+    }
   }
 
   /** The object's body as a stream (not retried once it started). Throws NotFoundError when absent. */
@@ -400,7 +482,7 @@ export class ObjectStore {
         throw this.#wrap('listObjectsV2', prefix, e);
       }
       for (const o of page.Contents ?? []) {
-        if (o.Key !== undefined) yield { key: o.Key, size: o.Size ?? 0 };
+        if (o.Key !== undefined) yield { key: o.Key, size: o.Size ?? 0, ...(o.LastModified ? { lastModified: o.LastModified } : {}) };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
       if (page.IsTruncated && !token) {
@@ -453,10 +535,10 @@ export class ObjectStore {
     return deleted;
   }
 
-  async putJson(key: string, value: unknown): Promise<PutResult> {
+  async putJson(key: string, value: unknown, conditions?: PutConditions): Promise<PutResult> {
     const text = JSON.stringify(value);
     if (text === undefined) throw new Error(`putJson("${key}"): the value cannot be written as JSON (${typeof value})`);
-    return this.putObject(key, text, 'application/json');
+    return this.putObject(key, text, 'application/json', conditions);
   }
 
   /** Parsed JSON, checked against `schema` when given; errors name the bucket and key. */
@@ -567,6 +649,7 @@ export class ObjectStore {
         return await consume(res);
       } catch (e) {
         (res.Body as Readable | undefined)?.destroy?.();
+        if (e instanceof ObjectTooLargeError) throw e; // the same object again would be just as large
         const local = LOCAL_FS_ERRORS.has(String(sdkError(e).code));
         if (local || attempt >= this.#config.maxAttempts) {
           const why = local ? 'writing it locally failed' : `reading the body failed after ${attempt} attempts`;
