@@ -70,6 +70,13 @@ export const OPTIONS = optionTable([
   option('feature-workers', '<n>', intFlag.refine((n) => n >= 1 && n <= 16, { message: 'expected 1 to 16' }), 'feature worker processes').default(1),
   option('cron', '"<expr>"', z.string(), 'when to retrain: a cron expression').required(),
   option('tz', '<zone>', z.string(), 'time zone of the cron expression'),
+
+  // Retention (patchcore gc); undefined unless given, so the GC_* environment settings apply
+  toggle('dry-run', 'only list what would be deleted'),
+  option('keep-versions', '<n>', positiveInt, 'model versions kept per category, newest first').shownDefault('GC_KEEP_VERSIONS or 5'),
+  option('keep-reports', '<n>', positiveInt, 'evaluation reports kept per category, newest first').shownDefault('GC_KEEP_REPORTS or 20'),
+  option('grace-hours', '<h>', intFlag.refine((n) => n >= 0, { message: 'expected an integer of at least 0' }),
+    'hours a run\'s intermediates are kept when its output was never published').shownDefault('GC_GRACE_MS or 24 h'),
 ]);
 
 const O = OPTIONS;

@@ -1,30 +1,27 @@
 // Operations commands: garbage collection of the bucket and steering of runs (retry, cancel).
 // Redis and S3 come from the environment (REDIS_URL, QUEUE_PREFIX, S3_*; see the README).
-import { z } from 'zod';
 import { createLogger } from '../../shared/log.js';
 import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/config.js';
 import { cancelRun, retryRun } from '../../shared/queue/flows.js';
 import { bucketUsage, collectGarbage, inUseFromQueues, retentionSettingsFromEnv } from '../../shared/retention/gc.js';
 import { ObjectStore } from '../../shared/storage/object-store.js';
 import { runKindOf } from '../../services/producer/submit.js';
-import { intFlag, parseCommand } from '../args.js';
+import { defineCommand, positional } from '../args.js';
+import { OPTIONS as O } from '../options.js';
 
-const atLeast = (min: number) => intFlag.refine((n) => n >= min, { message: `expected an integer of at least ${min}` });
-
-export const GC_USAGE = `patchcore gc [--dry-run] [--keep-versions <n>] [--keep-reports <n>] [--grace-hours <h>]
-  Deletes what retention no longer needs: a run's intermediates (embeddings, scores, maps) once its model or report
-  is published or after the grace period, model versions beyond the newest N per category (never the one latest
-  names, nor one an unfinished evaluation uses), reports beyond the newest N per category.
-  Defaults from GC_KEEP_VERSIONS (5), GC_KEEP_REPORTS (20), GC_GRACE_MS (24 h). --dry-run only lists.`;
+export const GC = defineCommand({
+  name: 'gc',
+  synopsis: '[--dry-run] [--keep-versions <n>] [--keep-reports <n>] [--grace-hours <h>]',
+  about: `Deletes what retention no longer needs: a run's intermediates (embeddings, scores, maps) once its model or
+report is published or after the grace period; model versions beyond the newest N per category (never the one
+latest names, nor one an unfinished evaluation uses); reports beyond the newest N per category.`,
+  options: [O['dry-run'], O['keep-versions'], O['keep-reports'], O['grace-hours']],
+});
+export const GC_USAGE = GC.usage;
 
 export async function gcCommand(argv: string[]): Promise<void> {
   const env = retentionSettingsFromEnv();
-  const o = parseCommand('gc', argv, {
-    'dry-run': { type: 'boolean' }, 'keep-versions': { type: 'string' }, 'keep-reports': { type: 'string' }, 'grace-hours': { type: 'string' },
-  }, z.object({
-    'dry-run': z.boolean().default(false), 'keep-versions': atLeast(1).optional(), 'keep-reports': atLeast(1).optional(),
-    'grace-hours': atLeast(0).optional(),
-  }));
+  const o = GC.parse(argv);
   const settings = {
     keepVersions: o['keep-versions'] ?? env.keepVersions,
     keepReports: o['keep-reports'] ?? env.keepReports,
@@ -45,13 +42,23 @@ export async function gcCommand(argv: string[]): Promise<void> {
   }
 }
 
-export const RETRY_USAGE = `patchcore retry <run id>
-  Puts the failed jobs of a run back in the queue with fresh attempts; the run then goes on where it failed.`;
-export const CANCEL_USAGE = `patchcore cancel <run id>
-  Removes every job of a run that no worker is running; running jobs finish on their own and nothing follows them.`;
+export const RETRY = defineCommand({
+  name: 'retry',
+  synopsis: '<run id>',
+  about: 'Puts the failed jobs of a run back in the queue with fresh attempts; the run then goes on where it failed.',
+  positionals: [positional('run')],
+});
+export const RETRY_USAGE = RETRY.usage;
+export const CANCEL = defineCommand({
+  name: 'cancel',
+  synopsis: '<run id>',
+  about: 'Removes every job of a run that no worker is running; running jobs finish on their own and nothing follows them.',
+  positionals: [positional('run')],
+});
+export const CANCEL_USAGE = CANCEL.usage;
 
 async function steer(command: 'retry' | 'cancel', argv: string[]): Promise<void> {
-  const o = parseCommand(command, argv, {}, z.object({ run: z.string({ error: 'is required' }) }), ['run']);
+  const o = (command === 'retry' ? RETRY : CANCEL).parse(argv);
   const redisConfig = redisConfigFromEnv();
   const connection = createRedisConnection(redisConfig, { mode: 'fail-fast', connectionName: command, logger: createLogger(command) });
   try {

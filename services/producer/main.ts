@@ -1,8 +1,11 @@
-// Scheduler worker: runs the `retrain` jobs that the job schedulers (`patchcore schedule set`) produce.
+// Scheduler worker: runs the `retrain` jobs that the job schedulers (`patchcore schedule set`) produce, and, with
+// GC_INTERVAL_MS set, the bucket's retention (gc) every so often, exporting the bucket's size per prefix on /metrics.
+import { Gauge } from 'prom-client';
 import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
 import { sha256File } from '../../shared/pipeline/weights.js';
 import { SCHEDULE_QUEUE } from '../../shared/queue/jobs.js';
 import { WorkerRuntime } from '../../shared/queue/worker-runtime.js';
+import { retentionSettingsFromEnv, startRetentionLoop } from '../../shared/retention/gc.js';
 import { runRetrain } from './scheduler.js';
 
 /** A scheduler job's id ends with the tick's time in ms (repeat:<scheduler>:<millis>). */
@@ -22,5 +25,17 @@ export async function startScheduler(opts: { handleSignals?: boolean } = {}): Pr
       }),
     { ...workerDefaults(ctx, opts.handleSignals), concurrency: 1 },
   ).start();
-  return runningService(ctx, [worker]);
+  const retention = retentionSettingsFromEnv();
+  const bucketBytes = new Gauge({
+    name: 'patchcore_bucket_bytes', help: 'Bytes in the bucket per top-level prefix, as of the last gc pass.',
+    labelNames: ['prefix'], registers: [ctx.metrics.registry],
+  });
+  const gc = retention.intervalMs > 0
+    ? startRetentionLoop({
+      store: ctx.store, connection: ctx.connection, prefix: ctx.redisConfig.prefix, settings: retention,
+      intervalMs: retention.intervalMs, log: ctx.log,
+      onUsage: (u) => Object.entries(u.byRoot).forEach(([prefix, bytes]) => bucketBytes.set({ prefix }, bytes)),
+    })
+    : null;
+  return runningService(ctx, [worker], () => gc?.stop());
 }

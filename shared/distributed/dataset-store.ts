@@ -4,7 +4,8 @@ import { UnrecoverableError } from 'bullmq';
 import { classifyDatasetPaths, type DatasetNeeds, type MvtecDataset } from '../dataset/mvtec.js';
 import type { ImageSource } from '../run/sources.js';
 import { datasetsRoot, idSegment, normaliseRelativePath } from '../storage/keys.js';
-import type { ObjectStore } from '../storage/object-store.js';
+import { ObjectTooLargeError, type ObjectStore } from '../storage/object-store.js';
+import { PAYLOAD_LIMITS } from '../queue/jobs.js';
 
 /** Keys under `prefix` (which ends with "/"), relative to it. Paginated, any size. */
 export async function listRelative(store: ObjectStore, prefix: string): Promise<string[]> {
@@ -77,8 +78,10 @@ export function storeSources(store: ObjectStore, prefix: string, keys: string[])
       id,
       read: async () => {
         try {
-          return await store.getObject(key);
+          return await store.getObject(key, { maxBytes: PAYLOAD_LIMITS.imageBytes });
         } catch (err) {
+          // An oversized file is this image's problem (reported, skipped); any other read failure fails the attempt.
+          if (err instanceof ObjectTooLargeError) throw err;
           const e = new ImageReadError(key, err);
           readErrors.set(id, e);
           throw e;

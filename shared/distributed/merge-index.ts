@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import { buildBankInThread } from '../pipeline/bank-thread.js';
 import { buildPatchcoreManifest } from '../pipeline/model-manifest.js';
 import { StageTimer, jobTimings, peakRssMiB, queueWaitMs, sumJobTimings, type QueuedJob } from '../run/timings.js';
-import type { BuildIndexPayload } from '../queue/jobs.js';
+import { checkFailedShare, type BuildIndexPayload } from '../queue/jobs.js';
 import { embeddingsKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { decodeTensorFile, type TensorFile } from '../storage/tensor-file.js';
@@ -65,6 +65,9 @@ export async function mergeShardsIntoModel(
   if (rows === 0) throw new Error(`training run ${p.runId}: no shard produced any features (every image failed?)`);
   const grids = new Set(files.filter((f) => f.header.count > 0).map((f) => f.header.grid.join('x')));
   if (grids.size > 1) throw new Error(`training run ${p.runId}: shards disagree on the patch grid (${[...grids].join(', ')})`);
+  // A run that could not read more than the allowed share of its images fails instead of publishing from the rest.
+  const skippedImages = p.shards.flatMap((s) => shardResults.get(s)?.failed ?? []);
+  checkFailedShare(`training run ${p.runId}`, skippedImages, images + skippedImages.length, p.maxFailedShare);
 
   const merged = new Float32Array(rows * recipe.dim);
   let offset = 0;
@@ -93,11 +96,10 @@ export async function mergeShardsIntoModel(
       engine: first?.engine ?? 'unknown', backend: first?.backend ?? 'unknown', frame: p.frame,
       coreset: { ratio: p.coreset.ratio, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, trainPatches },
       bank: { count: built.count, hnsw },
-      // The build-index payload does not carry re-weighting (shared/queue/jobs.ts): plain max scoring.
-      scoring: { sigma: p.sigma, reweightNeighbours: null },
+      scoring: { sigma: p.sigma, reweightNeighbours: p.reweightNeighbours ?? null },
       training: {
         images,
-        skipped: results.flatMap((r) => r.failed),
+        skipped: skippedImages,
         timings_ms: { ...timer.toJSON(), total: Math.round(performance.now() - t0) },
         jobs: {
           features: sumJobTimings(results.map((r) => jobTimings(r.timings_ms, r.queue_wait_ms ?? null))),
@@ -105,7 +107,7 @@ export async function mergeShardsIntoModel(
         },
       },
     });
-    await timer.time('upload', () => uploadModel(ctx.store, p.category, p.version, bankDir, manifest));
+    await timer.time('upload', () => uploadModel(ctx.store, p.category, p.version, bankDir, manifest, { runId: p.runId }));
     await setLatest(ctx.store, p.category, p.version, p.runId);
     ctx.log.info({ category: p.category, version: p.version, bank: built.count, rows, trainPatches }, 'model version written');
     return {

@@ -1,4 +1,5 @@
-// Model versions in object storage: models/<category>/<version>/{bank.f32, bank.hnsw, bank.json, manifest.json}
+// Model versions in object storage: models/<category>/<version>/{bank.f32, bank.usearch or bank.hnsw, bank.json,
+// manifest.json}
 // and the category's `latest` pointer.
 //
 // Publication rules (object-store.ts rule 5; S3 conditional writes):
@@ -24,7 +25,8 @@ import { MANIFEST_FILE, ModelManifestSchema, readManifest, writeManifest, type M
 import { modelCategoryPrefix, modelKey, modelVersionPrefix, runManifestKey } from '../storage/keys.js';
 import { PreconditionFailedError, type ObjectStore } from '../storage/object-store.js';
 
-export const BANK_FILE_NAMES = ['bank.f32', 'bank.hnsw', 'bank.json'] as const;
+/** Every file a bank folder may hold (MemoryBank.listFiles says which a given bank has). */
+export const BANK_FILE_NAMES = ['bank.f32', 'bank.usearch', 'bank.hnsw', 'bank.json'] as const;
 
 export const LatestSchema = z.object({
   version: z.string(),
@@ -64,7 +66,8 @@ export async function uploadModel(
   const manifestKey = modelKey(category, version, 'manifest.json');
   const bodies = new Map<string, Buffer>();
   const files: ModelFileEntry[] = [];
-  for (const name of BANK_FILE_NAMES) {
+  const names = await MemoryBank.listFiles(bankDir);
+  for (const name of names) {
     const body = await readFile(join(bankDir, name));
     bodies.set(name, body);
     files.push({ name, size: body.length, sha256: sha256(body) });
@@ -84,8 +87,8 @@ export async function uploadModel(
       throw new PermanentError(`model version ${category}/${version} is being published by run ${claim.runId ?? '(unknown)'} (since ${claim.claimedAt}); this run (${runId ?? 'unknown'}) cannot write it`);
     }
   }
-  for (const name of BANK_FILE_NAMES) {
-    await store.putObject(modelKey(category, version, name), bodies.get(name)!);
+  for (const name of names) {
+    await store.putObject(modelKey(category, version, name as (typeof BANK_FILE_NAMES)[number]), bodies.get(name)!);
   }
   try {
     await store.putJson(manifestKey, { ...manifest, files }, { ifNoneMatch: '*' });

@@ -7,7 +7,7 @@ import { assembleMetrics } from '../evaluation/metrics.js';
 import type { EvaluationMetrics, FailedImage, ScoredImage } from '../evaluation/types.js';
 import type { Logger } from '../log.js';
 import { describePatchcore, patchcoreModelRecord } from '../methods/patchcore.js';
-import type { ReportPayload } from '../queue/jobs.js';
+import { checkFailedShare, type ReportPayload } from '../queue/jobs.js';
 import { buildReport, type ReportImage, type ReportWriter } from '../report/index.js';
 import type { ByteReader } from '../run/sources.js';
 import {
@@ -83,6 +83,7 @@ export async function buildRunReport(
     }
   }
   if (images.length === 0) throw new Error(`evaluation run ${p.runId}: no image was scored (${failed.length} failed)`);
+  checkFailedShare(`evaluation run ${p.runId}`, failed, images.length + failed.length, p.maxFailedShare);
   const { metrics, threshold } = timer.timeSync('metrics', () => assembleMetrics({
     images, failed, model: { version: p.model.version, ...patchcoreModelRecord(manifest, engine) },
     validationScores: manifest.validation?.scores, modelName: `model ${p.model.category}/${p.model.version}`,

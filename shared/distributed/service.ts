@@ -64,11 +64,11 @@ export function workerDefaults(ctx: ServiceContext, handleSignals?: boolean): Wo
 }
 
 /** Wraps started workers so the process closes its connections once they have all stopped. */
-export function runningService(ctx: ServiceContext, workers: StoppableWorker[], cleanup: () => void = () => {}): RunningService {
+export function runningService(ctx: ServiceContext, workers: StoppableWorker[], cleanup: () => void | Promise<void> = () => {}): RunningService {
   let closing: Promise<void> | null = null;
   const finish = async () => {
     await Promise.all(workers.map((w) => w.closed));
-    cleanup();
+    await cleanup();
     await ctx.metrics.close();
     ctx.store.destroy();
     await ctx.connection.quit().catch(() => ctx.connection.disconnect());

@@ -130,6 +130,8 @@ export const BuildIndexPayloadSchema = z.object({
   frame: Frame,
   /** Anomaly-map smoothing at the 224-pixel scale (default 4). */
   sigma: z.number().positive().optional(),
+  /** Recorded in the model manifest: the paper's score re-weighting over this many neighbours (null/absent = plain max). */
+  reweightNeighbours: z.number().int().positive().max(PAYLOAD_LIMITS.hnswEf).nullable().optional(),
   hnsw: z.object({
     M: z.number().int().min(2).max(PAYLOAD_LIMITS.hnswM),
     efConstruction: z.number().int().positive().max(PAYLOAD_LIMITS.hnswEf),

@@ -73,7 +73,7 @@ test('id segments: only [A-Za-z0-9._-], no "..", no leading dot, bounded length'
     [() => runManifestKey('a..b'), 'run id "a..b" is not a valid key segment: it must not contain ".."'],
     [() => runManifestKey('r'.repeat(129)), `run id "${'r'.repeat(129)}" is not a valid key segment: it is longer than 128 characters (129)`],
     [() => datasetKey('bottle/../x', 'a.png'), 'dataset name "bottle/../x" is not a valid key segment: only letters, digits, ".", "_" and "-" are allowed'],
-    [() => modelKey('bottle', 'v1', 'evil.sh' as ModelFile), 'model file "evil.sh" is not one of manifest.json, bank.f32, bank.hnsw, bank.json'],
+    [() => modelKey('bottle', 'v1', 'evil.sh' as ModelFile), 'model file "evil.sh" is not one of manifest.json, bank.f32, bank.usearch, bank.hnsw, bank.json'],
     [() => modelKey('café', 'v1', 'bank.f32'), 'model category "café" is not a valid key segment: only letters, digits, ".", "_" and "-" are allowed'],
     [() => modelKey('bottle', 'latest', 'bank.f32'), 'model version "latest" is reserved for the models/<category>/latest pointer'],
     [() => embeddingsKey('r1', -1), 'shard index -1 is invalid: expected an integer from 0 to 9999'],

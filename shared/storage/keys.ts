@@ -9,7 +9,8 @@
  * runs/<run>/scores/<shard>.json               image-level anomaly scores of one shard
  * runs/<run>/maps/<shard>.bin                  pixel anomaly maps of one shard (tensor file)
  * models/<category>/<version>/bank.f32         coreset memory bank, raw little-endian float32
- * models/<category>/<version>/bank.hnsw        nearest-neighbour index over the bank
+ * models/<category>/<version>/bank.usearch     approximate nearest-neighbour index over the bank (large banks;
+ *                                              bank.hnsw in versions written before it)
  * models/<category>/<version>/bank.json        bank metadata (dim, count, backbone layers, ...)
  * models/<category>/<version>/manifest.json    model manifest: written LAST, marks the version complete
  * models/<category>/latest                     pointer: JSON naming the current version of the category
@@ -33,7 +34,7 @@ export const MAX_SEGMENT_BYTES = 255;
 export const MAX_KEY_BYTES = 1024;
 export const MAX_SHARD_INDEX = 9999;
 
-export const MODEL_FILES = ['manifest.json', 'bank.f32', 'bank.hnsw', 'bank.json'] as const;
+export const MODEL_FILES = ['manifest.json', 'bank.f32', 'bank.usearch', 'bank.hnsw', 'bank.json'] as const;
 export type ModelFile = (typeof MODEL_FILES)[number];
 
 /** Returns `value` when it is a valid id segment; otherwise throws naming `what` and the value. */
