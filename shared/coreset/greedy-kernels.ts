@@ -75,6 +75,17 @@ function centreThreshold(r2: number): number {
   return r2 < 0 ? -1 : Math.fround(4 * r2 * (1 + FILTER_MARGIN));
 }
 
+/**
+ * Float32 threshold of a point's row test: a float32 squared distance above it proves the exact
+ * one is at least d2. The float32 sum of dim <= 1024 squared differences is within (dim / 4 + 8)
+ * 2^-24 < 2e-5 relative of the true value (all terms are non-negative), far inside FILTER_MARGIN;
+ * the absolute term covers subnormal rounding. +Infinity (never prune) where d2 is not finite.
+ */
+function rowThreshold(d2: number): number {
+  const t = Math.fround(d2 * (1 + FILTER_MARGIN) + 1e-36);
+  return Number.isFinite(t) ? t : Infinity;
+}
+
 /** Dimensions summed before the JS centre filter first tries to prune. */
 const JS_EARLY_DIMS = 32;
 
@@ -175,6 +186,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     thresholds: target * 4,
     sketches: count * width * 4,
     pointSketchThr: count * 4,
+    pointRowThr: count * 4,
     centreSketches: target * width * 4,
     centreSketchThr: target * 4,
     candidates: count * 4,
@@ -196,6 +208,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   const thresholds = f32(offsets.thresholds, target);
   const sketches = f32(offsets.sketches, count * width);
   const pointSketchThr = f32(offsets.pointSketchThr, count);
+  const pointRowThr = f32(offsets.pointRowThr, count);
   const centreSketches = f32(offsets.centreSketches, target * width);
   const centreSketchThr = f32(offsets.centreSketchThr, target);
   const candidates = new Int32Array(buf, offsets.candidates, count);
@@ -251,12 +264,13 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     },
     screenedDistances(n: number, p: number): void {
       k.screened(
-        offsets.points, offsets.sketches, offsets.pointSketchThr, offsets.candidates, n,
+        offsets.points, offsets.sketches, offsets.pointSketchThr, offsets.pointRowThr, offsets.candidates, n,
         offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, offsets.candidateD2, dim / 4, rowBytes, stages,
       );
     },
     setPointBound(x: number, d2: number): void {
       if (stages > 0) pointSketchThr[x] = sketchThreshold(d2);
+      pointRowThr[x] = rowThreshold(d2);
     },
     addCentre(c: number, p: number): void {
       centres.set(points.subarray(p * dim, (p + 1) * dim), c * dim);

@@ -31,6 +31,23 @@ export interface GreedyCoresetOptions {
   onProgress?: (done: number, total: number) => void;
   /** Use the WebAssembly SIMD kernels where the runtime has them (default true); the JS loops select the same points. */
   simd?: boolean;
+  /** Filled with how much work the pruning left (for benchmarks); costs one extra pass per step. */
+  stats?: GreedyCoresetStats;
+}
+
+/** Work counters of one greedyCoreset call. */
+export interface GreedyCoresetStats {
+  steps: number;
+  /** Candidates given to the distance kernel, summed over steps (the pruning's remainder). */
+  distanceEvaluations: number;
+  /** Of those, the ones the sketch ruled out before reading the full row. */
+  screenedOut: number;
+  /** Centre lists the filter could not rule out, summed over steps. */
+  listsVisited: number;
+  /** Steps that scanned every point instead of following the lists. */
+  fullScans: number;
+  /** Largest distance of any point to the selection: the coverage radius (in the projected space). */
+  coverageRadius: number;
 }
 
 /** Number of points a coreset of `count` features keeps: `target`, else max(1, round(ratio * count)). */
@@ -185,7 +202,7 @@ export function greedyCoreset(
   // The projection draws from the stream before the start points do.
   const { kernels, d } = prepareKernels(features, count, dim, projectionDim, target, rng, opts.simd ?? true);
   const starts = rng.sampleWithoutReplacement(count, Math.min(startPoints, count));
-  return kCenterGreedy(kernels, count, d, target, starts, opts.onProgress);
+  return kCenterGreedy(kernels, count, d, target, starts, opts.onProgress, opts.stats);
 }
 
 /** Above this share of points in lists to revisit, one sequential pass beats following the lists. */
@@ -200,8 +217,18 @@ function kCenterGreedy(
   target: number,
   starts: Uint32Array,
   onProgress?: (done: number, total: number) => void,
+  stats?: GreedyCoresetStats,
 ): Uint32Array {
   const { candidates, candidateD2, near, nearD2 } = kernels;
+  if (stats) Object.assign(stats, { steps: 0, distanceEvaluations: 0, screenedOut: 0, listsVisited: 0, fullScans: 0, coverageRadius: 0 });
+  const count = (m: number, visits: number, full: boolean): void => {
+    if (!stats) return;
+    stats.steps++;
+    stats.listsVisited += visits;
+    stats.distanceEvaluations += m;
+    if (full) stats.fullScans++;
+    for (let i = 0; i < m; i++) if (candidateD2[i] === Infinity) stats.screenedOut++;
+  };
   // Squared distance of each point to the chosen set (sqrt is monotonic, so argmax and min agree
   // with the Euclidean version); -1 marks chosen points so they are never picked twice.
   const val = new Float64Array(n);
@@ -310,6 +337,7 @@ function kCenterGreedy(
         if (vx >= 0 && !(vx < skipBelow[owner[x]])) candidates[m++] = x;
       }
       kernels.screenedDistances(m, p);
+      count(m, visits, true);
       for (let i = 0; i < m; i++) {
         const x = candidates[i];
         const dx = candidateD2[i];
@@ -356,6 +384,7 @@ function kCenterGreedy(
         candidateEnd[k] = m;
       }
       kernels.screenedDistances(m, p);
+      count(m, visits, false);
       // Pass 2: each candidate moves to the new centre's list or stays in its own.
       let newHead = -1;
       let newSize = 0;
@@ -407,6 +436,11 @@ function kCenterGreedy(
     }
 
     if (onProgress && ((t + 1) % progressStep === 0 || t + 1 === target)) onProgress(t + 1, target);
+  }
+  if (stats) {
+    let max = 0;
+    for (let i = 0; i < n; i++) max = Math.max(max, val[i]);
+    stats.coverageRadius = Math.sqrt(max);
   }
   return selected;
 }

@@ -70,7 +70,7 @@ function dist2Many(): string {
   const store = (k: number): string =>
     `(f64.store offset=${8 * k} ${at('$out', '$i', 3)} (f64.add ${lanes64(`(local.get $lo${k})`)} ${lanes64(`(local.get $hi${k})`)}))`;
   return `
-  (func (export "dist2Many")
+  (func $dist2Many (export "dist2Many")
     (param $points i32) (param $idx i32) (param $count i32) (param $p i32) (param $groups i32) (param $rowBytes i32) (param $out i32)
     (local $i i32) (local $q i32) (local $g i32) ${lines(4, (k) => `(local $a${k} i32)`)}
     ${lines(4, (k) => `(local $lo${k} v128) (local $hi${k} v128)`)} (local $pv0 v128) (local $pv1 v128) (local $t v128)
@@ -95,15 +95,17 @@ function dist2Many(): string {
 }
 
 /**
- * screened(points, sketches, sketchThr, idx, count, p, pSketch, out, groups, rowBytes, stages):
- * as dist2Many one row at a time, but first the float32 sketch distance of each candidate x to p
- * (stages of 16 floats, tested after each stage) is compared with sketchThr[x]; above it, x cannot
- * be closer to p than its bound and gets out = +Infinity.
+ * screened(points, sketches, sketchThr, rowThr, idx, count, p, pSketch, out, groups, rowBytes, stages):
+ * as dist2Many one row at a time, but first two float32 tests of each candidate x against p rule
+ * out rows that cannot be closer than their bound (out = +Infinity): its sketch distance (stages
+ * of 16 floats, tested after each stage) against sketchThr[x], then its full-row float32 distance
+ * against rowThr[x]. Only rows passing both get the float64 distance, which reads the row again
+ * (from cache) at four times the float32 cost.
  */
 function screened(): string {
   return `
-  (func (export "screened")
-    (param $points i32) (param $sketches i32) (param $sketchThr i32) (param $idx i32) (param $count i32)
+  (func $screened (export "screened")
+    (param $points i32) (param $sketches i32) (param $sketchThr i32) (param $rowThr i32) (param $idx i32) (param $count i32)
     (param $p i32) (param $pSketch i32) (param $out i32) (param $groups i32) (param $rowBytes i32) (param $stages i32)
     (local $i i32) (local $x i32) (local $a i32) (local $q i32) (local $g i32) (local $sa i32) (local $ps i32) (local $s i32) (local $sketchBytes i32)
     (local $th f32)
@@ -131,6 +133,19 @@ function screened(): string {
                     (br $next)))
                 ${bump('$sa', 64)} ${bump('$ps', 64)}
                 (br_if $stage (local.tee $s (i32.sub ${get('$s')} (i32.const 1)))))))
+          ;; float32 distance over the whole row, 8 floats per iteration
+          (local.set $a (i32.add ${get('$points')} (i32.mul ${get('$x')} ${get('$rowBytes')})))
+          (local.set $q ${get('$p')}) (local.set $g (i32.shr_u ${get('$groups')} (i32.const 1)))
+          ${zero('$acc0')} ${zero('$acc1')}
+          (loop $eight
+            ${step32('$acc0', '$a', '$q', 0)}
+            ${step32('$acc1', '$a', '$q', 16)}
+            ${bump('$a', 32)} ${bump('$q', 32)}
+            (br_if $eight (local.tee $g (i32.sub ${get('$g')} (i32.const 1)))))
+          (if (f32.gt ${foldSum32} (f32.load ${at('$rowThr', '$x', 2)}))
+            (then
+              (f64.store ${at('$out', '$i', 3)} (f64.const inf))
+              (br $next)))
           (local.set $a (i32.add ${get('$points')} (i32.mul ${get('$x')} ${get('$rowBytes')})))
           (local.set $q ${get('$p')}) (local.set $g ${get('$groups')})
           ${zero('$lo')} ${zero('$hi')}
@@ -154,7 +169,7 @@ function screened(): string {
  */
 function near(): string {
   return `
-  (func (export "near")
+  (func $near (export "near")
     (param $centres i32) (param $cSketches i32) (param $cSketchThr i32) (param $thr i32) (param $count i32)
     (param $p i32) (param $pSketch i32) (param $pairs i32) (param $outIdx i32) (param $outD2 i32) (param $stages i32)
     (result i32)
@@ -209,7 +224,7 @@ function project(): string {
   const store = (row: number, k: number, lane: number): string =>
     `(f32.store offset=${8 * k + 4 * lane} ${row === 0 ? get('$or') : `(i32.add ${get('$or')} ${get('$outRowBytes')})`} (f32.demote_f64 (f64x2.extract_lane ${lane} ${get(acc(row, k))})))`;
   return `
-  (func (export "project")
+  (func $project (export "project")
     (param $x i32) (param $pairs i32) (param $dim i32) (param $w i32) (param $blocks i32) (param $outRowBytes i32) (param $out i32)
     (local $b i32) (local $r i32) (local $x0 i32) (local $x1 i32) (local $wp i32) (local $j i32) (local $or i32)
     ${lines(2, (row) => lines(4, (k) => `(local ${acc(row, k)} v128)`))}
@@ -252,7 +267,7 @@ function project(): string {
  */
 function scanHead(): string {
   return `
-  (func (export "scanHead") (param $head i32) (param $groups i32) (param $sq i32) (param $outL i32) (result f32)
+  (func $scanHead (export "scanHead") (param $head i32) (param $groups i32) (param $sq i32) (param $outL i32) (result f32)
     (local $g i32) (local $a i32) (local $o i32)
     ${lines(SEARCH_HEAD, (i) => `(local $q${i} v128)`)}
     (local $acc v128) (local $e v128) (local $min v128)
@@ -276,7 +291,7 @@ function scanHead(): string {
 /** findFirst(L, count, value) -> the first b with L[b] == value, or -1. */
 function findFirst(): string {
   return `
-  (func (export "findFirst") (param $l i32) (param $count i32) (param $value f32) (result i32)
+  (func $findFirst (export "findFirst") (param $l i32) (param $count i32) (param $value f32) (result i32)
     (local $b i32)
     (block $done
       (loop $row
@@ -335,7 +350,7 @@ function sketch32(): string {
         ${bump('$o', 4)}
         (br $outputs)))`;
   return `
-  (func (export "sketch32") (param $x i32) (param $rows i32) (param $dim i32) (param $basis i32) (param $width i32) (param $out i32)
+  (func $sketch32 (export "sketch32") (param $x i32) (param $rows i32) (param $dim i32) (param $basis i32) (param $width i32) (param $out i32)
     (local $r i32) (local $o i32) (local $j i32) (local $oa i32) (local $xa0 i32) (local $xa1 i32) ${lines(4, (i) => `(local $b${i} i32)`)}
     ${lines(2, (k) => lines(4, (i) => `(local $acc${k}${i} v128)`))} (local $xv0 v128) (local $xv1 v128) (local $bv v128)
     (block $pairsDone
@@ -378,7 +393,7 @@ function refine(): string {
         (br_if $eight (local.tee $g (i32.sub ${get('$g')} (i32.const 8))))))
     (br_if $skip (f32.gt (f32.add ${get('$lv')} ${foldSum32}) ${get('$thr')}))`;
   return `
-  (func (export "refine")
+  (func $refine (export "refine")
     (param $l i32) (param $count i32) (param $full i32) (param $width i32) (param $sq i32) (param $bank i32) (param $q i32) (param $dim i32)
     (param $tau f64) (param $sigma f64) (param $err f64) (param $outIdx i32) (param $outD2 i32) (param $update i32) (param $lMax f32)
     (result i32)

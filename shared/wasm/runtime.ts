@@ -28,7 +28,8 @@ export function assembleWat(filename: string, text: string): Uint8Array {
   try {
     parsed.resolveNames();
     parsed.validate();
-    return parsed.toBinary({}).buffer;
+    // Function names travel in the name section, so profiles show kernels by name.
+    return parsed.toBinary({ write_debug_names: true }).buffer;
   } finally {
     parsed.destroy();
   }
