@@ -10,7 +10,7 @@
 // distances bound the true ones from below; it settles most questions from cache.
 
 import { sketchBasis, sketchErrorNorm } from './sketch.js';
-import { kernelModule, type Kernels } from '../wasm/kernels.js';
+import { kernelModule, ROW_FLOOR, ROW_MARGIN, SCAN_HEAD, SKETCH_SLACK, SKETCH_SUM_FACTOR, type Kernels } from '../wasm/kernels.js';
 import { createMemory, instantiate } from '../wasm/runtime.js';
 
 /** Relative margin covering float32 rounding in the centre filter (its error is below 3e-6). */
@@ -44,6 +44,48 @@ export interface GreedyKernels {
    * into near/nearD2 (float32 squared distances, within FILTER_MARGIN). Returns how many.
    */
   nearCentres(count: number, p: number, exclude: number): number;
+  /**
+   * The greedy state scanAll works on: per point its squared distance to the chosen set (-1 once
+   * chosen) and its list; per list (target + 1 of them) the skip bound, size, maximum and the
+   * lowest point index at the maximum.
+   */
+  readonly val: Float64Array;
+  readonly owner: Int32Array;
+  readonly skipBelow: Float64Array;
+  readonly listSize: Int32Array;
+  readonly listMax: Float64Array;
+  readonly listArg: Int32Array;
+  /**
+   * One step over every point (count of them) for new centre `centre` at point p. Points of lists
+   * whose skipBelow is +Infinity are left alone; any other unchosen x with val[x] >=
+   * skipBelow[owner[x]] that p brings closer gets val[x] = its exact squared distance, owner[x] =
+   * centre and its bound (setPointBound). Every point not left alone is counted into
+   * listSize/listMax/listArg of its list (the caller clears those lists, and list `centre`).
+   * Returns how many points moved.
+   */
+  scanAll(count: number, p: number, centre: number): number;
+  /** Candidates the last scanAll tested, and of those the ones given an exact distance. */
+  readonly scanCounters: Int32Array;
+}
+
+/** Per-point and per-list greedy state (see GreedyKernels.val). */
+interface GreedyState {
+  val: Float64Array;
+  owner: Int32Array;
+  skipBelow: Float64Array;
+  listSize: Int32Array;
+  listMax: Float64Array;
+  listArg: Int32Array;
+  scanCounters: Int32Array;
+}
+
+/** The list statistics of unchosen point x (at val v, in list o), x ascending: a strict > keeps the lowest index. */
+function countIntoList(s: GreedyState, x: number, v: number, o: number): void {
+  s.listSize[o]++;
+  if (v > s.listMax[o]) {
+    s.listMax[o] = v;
+    s.listArg[o] = x;
+  }
 }
 
 /** Squared distance between rows at offsets a and b of m: the reference arithmetic of the exact kernels. */
@@ -78,11 +120,11 @@ function centreThreshold(r2: number): number {
 /**
  * Float32 threshold of a point's row test: a float32 squared distance above it proves the exact
  * one is at least d2. The float32 sum of dim <= 1024 squared differences is within (dim / 4 + 8)
- * 2^-24 < 2e-5 relative of the true value (all terms are non-negative), far inside FILTER_MARGIN;
+ * 2^-24 < 2e-5 relative of the true value (all terms are non-negative), far inside ROW_MARGIN;
  * the absolute term covers subnormal rounding. +Infinity (never prune) where d2 is not finite.
  */
 function rowThreshold(d2: number): number {
-  const t = Math.fround(d2 * (1 + FILTER_MARGIN) + 1e-36);
+  const t = Math.fround(d2 * (1 + ROW_MARGIN) + ROW_FLOOR);
   return Number.isFinite(t) ? t : Infinity;
 }
 
@@ -101,9 +143,42 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
     const pOff = p * dim;
     for (let i = 0; i < n; i++) candidateD2[i] = dist2(points, candidates[i] * dim, pOff, dim);
   };
+  const state: GreedyState = {
+    val: new Float64Array(count),
+    owner: new Int32Array(count),
+    skipBelow: new Float64Array(target + 1),
+    listSize: new Int32Array(target + 1),
+    listMax: new Float64Array(target + 1),
+    listArg: new Int32Array(target + 1),
+    scanCounters: new Int32Array(2),
+  };
+  const { val, owner, skipBelow, scanCounters } = state;
   return {
-    kind: 'js', points, candidates, candidateD2, near, nearD2,
+    kind: 'js', points, candidates, candidateD2, near, nearD2, ...state,
     exactDistances,
+    scanAll(n: number, p: number, centre: number): number {
+      const pOff = p * dim;
+      let moved = 0;
+      scanCounters.fill(0);
+      for (let x = 0; x < n; x++) {
+        let v = val[x];
+        if (v < 0) continue;
+        let o = owner[x];
+        if (skipBelow[o] === Infinity) continue;
+        if (!(v < skipBelow[o])) {
+          scanCounters[0]++;
+          scanCounters[1]++;
+          const d = dist2(points, x * dim, pOff, dim);
+          if (d < v) {
+            val[x] = v = d;
+            owner[x] = o = centre;
+            moved++;
+          }
+        }
+        countIntoList(state, x, v, o);
+      }
+      return moved;
+    },
     screenedDistances: exactDistances,
     setPointBound(): void {},
     addCentre(c: number, p: number): void {
@@ -144,9 +219,6 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
 const PROJECT_CHUNK_ROWS = 64;
 /** Linear memory above this is not attempted (the JS kernels take over). */
 const MAX_KERNEL_BYTES = 2 ** 31;
-/** Sketch test margins: float32 rounding of a 32-term sum stays below 1e-6 relative. */
-const SKETCH_SUM_FACTOR = 1 - 1e-5;
-const SKETCH_SLACK = 1 + 1e-6;
 
 /** Bump allocator over byte offsets, 64-byte aligned. */
 function layout<K extends string>(sizes: Record<K, number>): { offsets: Record<K, number>; total: number } {
@@ -185,8 +257,17 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     centres: target * dim * 4,
     thresholds: target * 4,
     sketches: count * width * 4,
-    pointSketchThr: count * 4,
+    headA: stages > 0 ? Math.ceil(count / 4) * 4 * (SCAN_HEAD / 2) * 4 : 0,
+    headB: stages > 0 ? Math.ceil(count / 4) * 4 * (SCAN_HEAD / 2) * 4 : 0,
+    pointSketchThr: (count + 4) * 4,
     pointRowThr: count * 4,
+    val: (count + 4) * 8, // scanAll reads whole groups of four: padded
+    owner: (count + 4) * 4,
+    skipBelow: (target + 1) * 8,
+    listSize: (target + 1) * 4,
+    listMax: (target + 1) * 8,
+    listArg: (target + 1) * 4,
+    scanCounters: 8,
     centreSketches: target * width * 4,
     centreSketchThr: target * 4,
     candidates: count * 4,
@@ -209,6 +290,15 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   const sketches = f32(offsets.sketches, count * width);
   const pointSketchThr = f32(offsets.pointSketchThr, count);
   const pointRowThr = f32(offsets.pointRowThr, count);
+  const state: GreedyState = {
+    val: new Float64Array(buf, offsets.val, count),
+    owner: new Int32Array(buf, offsets.owner, count),
+    skipBelow: new Float64Array(buf, offsets.skipBelow, target + 1),
+    listSize: new Int32Array(buf, offsets.listSize, target + 1),
+    listMax: new Float64Array(buf, offsets.listMax, target + 1),
+    listArg: new Int32Array(buf, offsets.listArg, target + 1),
+    scanCounters: new Int32Array(buf, offsets.scanCounters, 2),
+  };
   const centreSketches = f32(offsets.centreSketches, target * width);
   const centreSketchThr = f32(offsets.centreSketchThr, target);
   const candidates = new Int32Array(buf, offsets.candidates, count);
@@ -258,7 +348,15 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   };
 
   return {
-    kind: 'simd', points, candidates, candidateD2, near: nearIdx, nearD2,
+    kind: 'simd', points, candidates, candidateD2, near: nearIdx, nearD2, ...state,
+    scanAll(n: number, p: number, centre: number): number {
+      return k.scanAll(
+        offsets.points, offsets.sketches, offsets.headA, offsets.headB, offsets.pointSketchThr, offsets.pointRowThr,
+        offsets.val, offsets.owner, offsets.skipBelow, offsets.listSize, offsets.listMax, offsets.listArg,
+        n, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 4, rowBytes, stages,
+        centre, sigma, errorNorm, offsets.scanCounters,
+      );
+    },
     exactDistances(n: number, p: number): void {
       k.dist2Many(offsets.points, offsets.candidates, n, offsets.points + p * rowBytes, dim / 4, rowBytes, offsets.candidateD2);
     },
@@ -300,6 +398,15 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
       const b = sketchBasis(points, count, dim, width);
       projectRows(count, dim, width, b.basis, offsets.sketches, offsets.points);
       sigma = b.sigmaMax * SKETCH_SLACK;
+      // The leading coordinates again, four points per vector, in two halves (see scanAll).
+      const half = SCAN_HEAD / 2;
+      for (const [h, from] of [[offsets.headA, 0], [offsets.headB, half]]) {
+        const head = f32(h, Math.ceil(count / 4) * 4 * half);
+        for (let x = 0; x < count; x++) {
+          const at = (x >> 2) * 4 * half + (x & 3);
+          for (let i = 0; i < half; i++) head[at + 4 * i] = sketches[x * width + from + i];
+        }
+      }
       errorNorm = sketchErrorNorm(points, count, dim, b.sigmaMax);
     },
   };

@@ -219,19 +219,20 @@ function kCenterGreedy(
   onProgress?: (done: number, total: number) => void,
   stats?: GreedyCoresetStats,
 ): Uint32Array {
-  const { candidates, candidateD2, near, nearD2 } = kernels;
+  const { candidates, candidateD2, near, nearD2, val, owner, skipBelow, scanCounters } = kernels;
+  const size = kernels.listSize;
+  const listMax = kernels.listMax;
+  const listArg = kernels.listArg;
   if (stats) Object.assign(stats, { steps: 0, distanceEvaluations: 0, screenedOut: 0, listsVisited: 0, fullScans: 0, coverageRadius: 0 });
-  const count = (m: number, visits: number, full: boolean): void => {
+  const count = (m: number, visits: number): void => {
     if (!stats) return;
     stats.steps++;
     stats.listsVisited += visits;
     stats.distanceEvaluations += m;
-    if (full) stats.fullScans++;
     for (let i = 0; i < m; i++) if (candidateD2[i] === Infinity) stats.screenedOut++;
   };
   // Squared distance of each point to the chosen set (sqrt is monotonic, so argmax and min agree
   // with the Euclidean version); -1 marks chosen points so they are never picked twice.
-  const val = new Float64Array(n);
   for (let i = 0; i < n; i++) candidates[i] = i;
   for (let k = 0; k < starts.length; k++) {
     kernels.exactDistances(n, starts[k]);
@@ -246,23 +247,22 @@ function kCenterGreedy(
   // List c < target holds the points whose distance centre c set last; list `target` holds points
   // still at their start value. Each list knows its size, maximum and the lowest index at it.
   const unassigned = target;
+  // head/next link each list's members; after whole-point scans (which keep only the counts) they
+  // are stale until a list-following step rebuilds them.
   const head = new Int32Array(target + 1);
-  const size = new Int32Array(target + 1);
-  const listMax = new Float64Array(target + 1);
-  const listArg = new Int32Array(target + 1);
   const next = new Int32Array(n);
-  const owner = new Int32Array(n).fill(unassigned);
+  let linksStale = false;
+  owner.fill(unassigned);
   const selected = new Uint32Array(target);
   // Lists to visit this step, with a lower bound of dist(centre, picked)^2 for the member test.
   const toVisit = new Int32Array(target + 1);
   const visitBound = new Float64Array(target + 1);
   const candidateEnd = new Int32Array(target + 1);
-  const skipBelow = new Float64Array(target + 1);
 
   // A centre is skipped when it is proved farther than twice its list's radius from the picked point.
-  const setThreshold = (list: number): void => kernels.setCentreRadius(list, head[list] === -1 ? -1 : listMax[list]);
+  const setThreshold = (list: number): void => kernels.setCentreRadius(list, size[list] === 0 ? -1 : listMax[list]);
   // Rebuilt lists run in index order, which keeps their traversal close to sequential.
-  const rebuildLists = (lists: number): void => {
+  const relink = (lists: number): void => {
     head.fill(-1, 0, lists);
     size.fill(0, 0, lists);
     listMax.fill(-1, 0, lists);
@@ -283,9 +283,9 @@ function kCenterGreedy(
         listArg[list] = x;
       }
     }
-    for (let c = 0; c < lists; c++) setThreshold(c);
+    linksStale = false;
   };
-  rebuildLists(0);
+  relink(0);
 
   const progressStep = Math.max(1, Math.floor(target / 100));
   for (let t = 0; t < target; t++) {
@@ -294,7 +294,7 @@ function kCenterGreedy(
     let p = -1;
     for (let c = 0; c <= t; c++) {
       const list = c === t ? unassigned : c;
-      if (head[list] === -1) continue;
+      if (size[list] === 0) continue;
       const v = listMax[list];
       const a = listArg[list];
       if (v > bestV || (v === bestV && a < p)) {
@@ -318,7 +318,7 @@ function kCenterGreedy(
       visitMembers += size[list];
     };
     if (ownerOfPicked !== unassigned) visit(ownerOfPicked, bestV);
-    if (head[unassigned] !== -1) visit(unassigned, -Infinity);
+    if (size[unassigned] !== 0) visit(unassigned, -Infinity);
     if (t > 0) {
       const found = kernels.nearCentres(t, p, ownerOfPicked);
       for (let i = 0; i < found; i++) visit(near[i], nearD2[i] * (1 - FILTER_MARGIN));
@@ -327,28 +327,31 @@ function kCenterGreedy(
     // Members x with 4 * val[x] < dist(centre, picked)^2 keep their distance; the rest are
     // candidates, screened in one batch (a candidate the sketch proves no closer gets +Infinity).
     if (visitMembers > n * SCAN_FRACTION) {
-      // Most lists are involved (early steps): a sequential pass beats chasing list links.
-      skipBelow.fill(Infinity, 0, t);
+      // Most lists are involved (early steps, or data the pruning suits badly): one sequential
+      // pass over every point beats chasing list links. It recounts the visited lists; the others
+      // (skip bound +Infinity) cannot change.
+      skipBelow.fill(Infinity, 0, t + 1);
       skipBelow[unassigned] = Infinity;
+      for (const list of [t, ...toVisit.subarray(0, visits)]) {
+        size[list] = 0;
+        listMax[list] = -1;
+        listArg[list] = -1;
+      }
       for (let k = 0; k < visits; k++) skipBelow[toVisit[k]] = visitBound[k] / (4 * (1 + MEMBER_MARGIN));
-      let m = 0;
-      for (let x = 0; x < n; x++) {
-        const vx = val[x];
-        if (vx >= 0 && !(vx < skipBelow[owner[x]])) candidates[m++] = x;
+      kernels.scanAll(n, p, t);
+      linksStale = true;
+      if (stats) {
+        stats.steps++;
+        stats.fullScans++;
+        stats.listsVisited += visits;
+        stats.distanceEvaluations += scanCounters[0];
+        stats.screenedOut += scanCounters[0] - scanCounters[1];
       }
-      kernels.screenedDistances(m, p);
-      count(m, visits, true);
-      for (let i = 0; i < m; i++) {
-        const x = candidates[i];
-        const dx = candidateD2[i];
-        if (dx < val[x]) {
-          val[x] = dx;
-          owner[x] = t;
-          kernels.setPointBound(x, dx);
-        }
-      }
-      rebuildLists(t + 1);
+      // Only visited lists lost members; the others keep their radius.
+      for (let k = 0; k < visits; k++) if (toVisit[k] !== unassigned) setThreshold(toVisit[k]);
+      setThreshold(t);
     } else {
+      if (linksStale) relink(t);
       // Pass 1: members proved unaffected are relinked into their list at once, the others queued.
       let m = 0;
       for (let k = 0; k < visits; k++) {
@@ -384,7 +387,7 @@ function kCenterGreedy(
         candidateEnd[k] = m;
       }
       kernels.screenedDistances(m, p);
-      count(m, visits, false);
+      count(m, visits);
       // Pass 2: each candidate moves to the new centre's list or stays in its own.
       let newHead = -1;
       let newSize = 0;

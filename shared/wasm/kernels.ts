@@ -94,46 +94,32 @@ function dist2Many(): string {
         (br $single))))`;
 }
 
+/** Locals of the candidate test below. */
+const CANDIDATE_LOCALS = `(local $x i32) (local $a i32) (local $q i32) (local $g i32) (local $sa i32) (local $ps i32) (local $s i32)
+    (local $th f32) (local $d f64)
+    (local $acc0 v128) (local $acc1 v128) (local $e v128) (local $lo v128) (local $hi v128) (local $pv0 v128) (local $pv1 v128) (local $t v128)`;
+
 /**
- * screened(points, sketches, sketchThr, rowThr, idx, count, p, pSketch, out, groups, rowBytes, stages):
- * as dist2Many one row at a time, but first two float32 tests of each candidate x against p rule
- * out rows that cannot be closer than their bound (out = +Infinity): its sketch distance (stages
- * of 16 floats, tested after each stage) against sketchThr[x], then its full-row float32 distance
- * against rowThr[x]. Only rows passing both get the float64 distance, which reads the row again
- * (from cache) at four times the float32 cost.
+ * The test of candidate row $x against the query row at $p (sketch at $pSketch): branches to
+ * `far` when a float32 test proves its squared distance at least its bound, else leaves the exact
+ * float64 squared distance in $d. Tests: the sketch distance ($stages stages of 16 floats, checked
+ * after each) against sketchThr[x], then the full-row float32 distance against rowThr[x]. The
+ * float64 distance (element j in lane j % 4: lanes (0, 1) in $lo, (2, 3) in $hi; as dist2Many)
+ * reads the row again, from cache, at about four times the float32 cost.
  */
-function screened(): string {
-  return `
-  (func $screened (export "screened")
-    (param $points i32) (param $sketches i32) (param $sketchThr i32) (param $rowThr i32) (param $idx i32) (param $count i32)
-    (param $p i32) (param $pSketch i32) (param $out i32) (param $groups i32) (param $rowBytes i32) (param $stages i32)
-    (local $i i32) (local $x i32) (local $a i32) (local $q i32) (local $g i32) (local $sa i32) (local $ps i32) (local $s i32) (local $sketchBytes i32)
-    (local $th f32)
-    (local $acc0 v128) (local $acc1 v128) (local $e v128) (local $lo v128) (local $hi v128) (local $pv0 v128) (local $pv1 v128) (local $t v128)
-    (local.set $sketchBytes (i32.shl ${get('$stages')} (i32.const 6)))
-    (block $done
-      (loop $candidate
-        (br_if $done (i32.ge_s ${get('$i')} ${get('$count')}))
-        (block $next
-          (if (i32.and (i32.ne ${get('$stages')} (i32.const 0)) (i32.lt_s (i32.add ${get('$i')} (i32.const ${PREFETCH})) ${get('$count')}))
-            (then (drop (i32.load (i32.add ${get('$sketches')} (i32.mul (i32.load offset=${4 * PREFETCH} ${at('$idx', '$i', 2)}) ${get('$sketchBytes')}))))))
-          (local.set $x (i32.load ${at('$idx', '$i', 2)}))
+const candidateTest = (far: string): string => `
           (if ${get('$stages')}
             (then
               (local.set $th (f32.load ${at('$sketchThr', '$x', 2)}))
-              (local.set $sa (i32.add ${get('$sketches')} (i32.mul ${get('$x')} ${get('$sketchBytes')})))
+              (local.set $sa (i32.add ${get('$sketches')} (i32.mul ${get('$x')} (i32.shl ${get('$stages')} (i32.const 6)))))
               (local.set $ps ${get('$pSketch')})
               ${zero('$acc0')} ${zero('$acc1')}
               (local.set $s ${get('$stages')})
               (loop $stage
                 ${sketchStage('$sa', '$ps')}
-                (if (f32.gt ${foldSum32} ${get('$th')})
-                  (then
-                    (f64.store ${at('$out', '$i', 3)} (f64.const inf))
-                    (br $next)))
+                (br_if ${far} (f32.gt ${foldSum32} ${get('$th')}))
                 ${bump('$sa', 64)} ${bump('$ps', 64)}
                 (br_if $stage (local.tee $s (i32.sub ${get('$s')} (i32.const 1)))))))
-          ;; float32 distance over the whole row, 8 floats per iteration
           (local.set $a (i32.add ${get('$points')} (i32.mul ${get('$x')} ${get('$rowBytes')})))
           (local.set $q ${get('$p')}) (local.set $g (i32.shr_u ${get('$groups')} (i32.const 1)))
           ${zero('$acc0')} ${zero('$acc1')}
@@ -142,10 +128,7 @@ function screened(): string {
             ${step32('$acc1', '$a', '$q', 16)}
             ${bump('$a', 32)} ${bump('$q', 32)}
             (br_if $eight (local.tee $g (i32.sub ${get('$g')} (i32.const 1)))))
-          (if (f32.gt ${foldSum32} (f32.load ${at('$rowThr', '$x', 2)}))
-            (then
-              (f64.store ${at('$out', '$i', 3)} (f64.const inf))
-              (br $next)))
+          (br_if ${far} (f32.gt ${foldSum32} (f32.load ${at('$rowThr', '$x', 2)})))
           (local.set $a (i32.add ${get('$points')} (i32.mul ${get('$x')} ${get('$rowBytes')})))
           (local.set $q ${get('$p')}) (local.set $g ${get('$groups')})
           ${zero('$lo')} ${zero('$hi')}
@@ -156,9 +139,137 @@ function screened(): string {
             ${accumulate64('$hi', `(f64x2.sub ${widen('$a', 8)} (local.get $pv1))`)}
             ${bump('$a', 16)} ${bump('$q', 16)}
             (br_if $group (local.tee $g (i32.sub ${get('$g')} (i32.const 1)))))
-          (f64.store ${at('$out', '$i', 3)} (f64.add ${lanes64('(local.get $lo)')} ${lanes64('(local.get $hi)')})))
+          (local.set $d (f64.add ${lanes64('(local.get $lo)')} ${lanes64('(local.get $hi)')}))`;
+
+/**
+ * screened(points, sketches, sketchThr, rowThr, idx, count, p, pSketch, out, groups, rowBytes, stages):
+ * out[i] (f64) = squared distance from row idx[i] to the row at p, or +Infinity where the
+ * candidate test proves it no closer than its bound.
+ */
+function screened(): string {
+  return `
+  (func $screened (export "screened")
+    (param $points i32) (param $sketches i32) (param $sketchThr i32) (param $rowThr i32) (param $idx i32) (param $count i32)
+    (param $p i32) (param $pSketch i32) (param $out i32) (param $groups i32) (param $rowBytes i32) (param $stages i32)
+    (local $i i32) ${CANDIDATE_LOCALS}
+    (block $done
+      (loop $candidate
+        (br_if $done (i32.ge_s ${get('$i')} ${get('$count')}))
+        ;; Touch the sketch of the candidate PREFETCH places ahead, so its cache miss overlaps this work.
+        (if (i32.and (i32.ne ${get('$stages')} (i32.const 0)) (i32.lt_s (i32.add ${get('$i')} (i32.const ${PREFETCH})) ${get('$count')}))
+          (then (drop (i32.load (i32.add ${get('$sketches')}
+            (i32.mul (i32.load offset=${4 * PREFETCH} ${at('$idx', '$i', 2)}) (i32.shl ${get('$stages')} (i32.const 6))))))))
+        (local.set $x (i32.load ${at('$idx', '$i', 2)}))
+        (local.set $d (f64.const inf))
+        (block $far ${candidateTest('$far')})
+        (f64.store ${at('$out', '$i', 3)} ${get('$d')})
         ${bump('$i', 1)}
         (br $candidate))))`;
+}
+
+/** Float32 threshold of a point's row test from its squared distance bound (see rowThreshold in coreset/greedy-kernels.ts). */
+export const ROW_MARGIN = 1e-4;
+export const ROW_FLOOR = 1e-36;
+/** Sketch thresholds (S sqrt(bound) + E)^2 / SUM_FACTOR * SLACK, see coreset/sketch.ts. */
+export const SKETCH_SUM_FACTOR = 1 - 1e-5;
+export const SKETCH_SLACK = 1 + 1e-6;
+
+/** Leading sketch coordinates of the grouped copies scanAll tests four points at a time, in two halves. */
+export const SCAN_HEAD = 16;
+const HALF = SCAN_HEAD / 2;
+
+/**
+ * scanAll(points, sketches, headA, headB, sketchThr, rowThr, val, owner, skipBelow, listSize, listMax,
+ * listArg, count, p, pSketch, groups, rowBytes, stages, centre, sigma, errorNorm, counters) -> moved:
+ * one greedy step over every point. Point x (val[x] its squared distance to the chosen set, -1
+ * once chosen; owner[x] its list) is left alone when skipBelow[owner[x]] is +Infinity (its list
+ * cannot change); otherwise it is a candidate unless val[x] < skipBelow[owner[x]], and a candidate
+ * the new centre (row p) brings closer gets val[x] = that exact distance, owner[x] = centre and new
+ * thresholds (sketchThr from sigma and errorNorm; rowThr). Every point not left alone is counted
+ * into its list's listSize, listMax and listArg (the lowest index at the maximum; callers clear
+ * those lists first). With sketches (stages > 0), the candidates of four points at a time are first
+ * tested on their leading sketch coordinates against sketchThr: HALF of them from headA (group g,
+ * coordinate i: points 4g..4g+3 at headA + 128g + 16i), the next HALF from headB only if needed.
+ * counters (i32 x 2) = the candidates, and those of them given the float64 distance.
+ */
+function scanAll(): string {
+  const headHalf = (head: string, from: number): string => lines(HALF, (i) =>
+    `(local.set $hacc (f32x4.add (f32x4.mul (local.tee $e (f32x4.sub (v128.load offset=${16 * i} ${get(head)}) (local.get $p${from + i}))) (local.get $e)) ${get('$hacc')}))`);
+  const withinThr = `(i32.and ${get('$mask')} (i32x4.bitmask (f32x4.le ${get('$hacc')} (v128.load ${at('$sketchThr', '$x0', 2)}))))`;
+  // Bit k of $mask: point x0 + k is unchosen and a candidate (branch-free; lanes past the end are
+  // cleared after, and their loads stay inside the padded arrays).
+  const candidateBit = (k: number): string => `
+        (local.set $v (f64.load offset=${8 * k} ${at('$val', '$x0', 3)}))
+        (local.set $mask (i32.or ${get('$mask')} (i32.shl
+          (i32.and (f64.ge ${get('$v')} (f64.const 0))
+            (i32.eqz (f64.lt ${get('$v')} (f64.load (i32.add ${get('$skipBelow')} (i32.shl (i32.load offset=${4 * k} ${at('$owner', '$x0', 2)}) (i32.const 3)))))))
+          (i32.const ${k}))))`;
+  return `
+  (func $scanAll (export "scanAll")
+    (param $points i32) (param $sketches i32) (param $headA i32) (param $headB i32) (param $sketchThr i32) (param $rowThr i32)
+    (param $val i32) (param $owner i32) (param $skipBelow i32) (param $listSize i32) (param $listMax i32) (param $listArg i32)
+    (param $count i32) (param $p i32) (param $pSketch i32) (param $groups i32) (param $rowBytes i32) (param $stages i32)
+    (param $centre i32) (param $sigma f64) (param $errorNorm f64) (param $counters i32)
+    (result i32)
+    (local $v f64) (local $o i32) (local $sb f64) (local $candidates i32) (local $exact i32) (local $moved i32) (local $r f64)
+    (local $x0 i32) (local $lane i32) (local $mask i32) (local $ha i32) (local $hb i32) (local $hacc v128)
+    ${lines(SCAN_HEAD, (i) => `(local $p${i} v128)`)}
+    ${CANDIDATE_LOCALS}
+    (if ${get('$stages')}
+      (then ${lines(SCAN_HEAD, (i) => `(local.set $p${i} (f32x4.splat (f32.load offset=${4 * i} ${get('$pSketch')})))`)}))
+    (local.set $ha ${get('$headA')}) (local.set $hb ${get('$headB')})
+    (block $done
+      (loop $quad
+        (br_if $done (i32.ge_s ${get('$x0')} ${get('$count')}))
+        (local.set $mask (i32.const 0))
+        ${lines(4, candidateBit)}
+        (if (i32.gt_s (i32.add ${get('$x0')} (i32.const 4)) ${get('$count')})
+          (then (local.set $mask (i32.and ${get('$mask')} (i32.sub (i32.shl (i32.const 1) (i32.sub ${get('$count')} ${get('$x0')})) (i32.const 1))))))
+        (local.set $candidates (i32.add ${get('$candidates')} (i32.popcnt ${get('$mask')})))
+        (if (i32.and (i32.ne ${get('$mask')} (i32.const 0)) (i32.ne ${get('$stages')} (i32.const 0)))
+          (then
+            ${zero('$hacc')}
+            ${headHalf('$ha', 0)}
+            (local.set $mask ${withinThr})
+            (if ${get('$mask')}
+              (then
+                ${headHalf('$hb', HALF)}
+                (local.set $mask ${withinThr})))))
+        (local.set $lane (i32.const 0))
+        (loop $lanes
+          (local.set $x (i32.add ${get('$x0')} ${get('$lane')}))
+          (br_if $done (i32.ge_s ${get('$x')} ${get('$count')}))
+          (block $next
+            (br_if $next (f64.lt (local.tee $v (f64.load ${at('$val', '$x', 3)})) (f64.const 0)))
+            (local.set $o (i32.load ${at('$owner', '$x', 2)}))
+            (br_if $next (f64.eq (local.tee $sb (f64.load ${at('$skipBelow', '$o', 3)})) (f64.const inf)))
+            (block $far
+              (br_if $far (i32.eqz (i32.and ${get('$mask')} (i32.shl (i32.const 1) ${get('$lane')}))))
+              ${candidateTest('$far')}
+              ${bump('$exact', 1)}
+              (br_if $far (i32.eqz (f64.lt ${get('$d')} ${get('$v')})))
+              ;; closer: x joins the new centre's list
+              (f64.store ${at('$val', '$x', 3)} (local.tee $v ${get('$d')}))
+              (i32.store ${at('$owner', '$x', 2)} (local.tee $o ${get('$centre')}))
+              (f32.store ${at('$rowThr', '$x', 2)} (f32.demote_f64 (f64.add (f64.mul ${get('$d')} (f64.const ${1 + ROW_MARGIN})) (f64.const ${ROW_FLOOR}))))
+              (if ${get('$stages')}
+                (then
+                  (local.set $r (f64.add (f64.mul ${get('$sigma')} (f64.sqrt ${get('$d')})) ${get('$errorNorm')}))
+                  (f32.store ${at('$sketchThr', '$x', 2)}
+                    (f32.demote_f64 (f64.mul (f64.div (f64.mul ${get('$r')} ${get('$r')}) (f64.const ${SKETCH_SUM_FACTOR})) (f64.const ${SKETCH_SLACK}))))))
+              ${bump('$moved', 1)})
+            ;; list statistics; x ascends, so a strict > keeps the lowest index at the maximum
+            (i32.store ${at('$listSize', '$o', 2)} (i32.add (i32.load ${at('$listSize', '$o', 2)}) (i32.const 1)))
+            (if (f64.gt ${get('$v')} (f64.load ${at('$listMax', '$o', 3)}))
+              (then
+                (f64.store ${at('$listMax', '$o', 3)} ${get('$v')})
+                (i32.store ${at('$listArg', '$o', 2)} ${get('$x')}))))
+          (br_if $lanes (i32.lt_u (local.tee $lane (i32.add ${get('$lane')} (i32.const 1))) (i32.const 4))))
+        ${bump('$x0', 4)} ${bump('$ha', 16 * HALF)} ${bump('$hb', 16 * HALF)}
+        (br $quad)))
+    (i32.store ${get('$counters')} ${get('$candidates')})
+    (i32.store offset=4 ${get('$counters')} ${get('$exact')})
+    ${get('$moved')})`;
 }
 
 /**
@@ -438,7 +549,7 @@ function refine(): string {
 /** The whole module's text: one memory imported as env.memory, every kernel exported by name. */
 export const KERNELS_WAT = `(module
   (import "env" "memory" (memory 1))
-${[dist2Many(), screened(), near(), project(), scanHead(), findFirst(), exact(), sketch32(), refine()].join('\n')}
+${[dist2Many(), screened(), scanAll(), near(), project(), scanHead(), findFirst(), exact(), sketch32(), refine()].join('\n')}
 )`;
 
 type Fn = (...args: number[]) => number;
@@ -447,6 +558,7 @@ type Fn = (...args: number[]) => number;
 export interface Kernels {
   dist2Many: Fn;
   screened: Fn;
+  scanAll: Fn;
   near: Fn;
   project: Fn;
   scanHead: Fn;
