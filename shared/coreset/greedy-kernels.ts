@@ -46,22 +46,19 @@ export interface GreedyKernels {
   nearCentres(count: number, p: number, exclude: number): number;
   /**
    * The greedy state scanAll works on: per point its squared distance to the chosen set (-1 once
-   * chosen) and its list; per list (target + 1 of them) the skip bound, size, maximum and the
-   * lowest point index at the maximum.
+   * chosen) and its list; per list (target + 1 of them) the skip bound.
    */
   readonly val: Float64Array;
   readonly owner: Int32Array;
   readonly skipBelow: Float64Array;
-  readonly listSize: Int32Array;
-  readonly listMax: Float64Array;
-  readonly listArg: Int32Array;
+  /** Output of scanAll: the points that moved, and the lists they left. */
+  readonly movedIdx: Int32Array;
+  readonly movedFrom: Int32Array;
   /**
-   * One step over every point (count of them) for new centre `centre` at point p. Points of lists
-   * whose skipBelow is +Infinity are left alone; any other unchosen x with val[x] >=
-   * skipBelow[owner[x]] that p brings closer gets val[x] = its exact squared distance, owner[x] =
-   * centre and its bound (setPointBound). Every point not left alone is counted into
-   * listSize/listMax/listArg of its list (the caller clears those lists, and list `centre`).
-   * Returns how many points moved.
+   * One step over every point (count of them) for new centre `centre` at point p: each unchosen x
+   * with val[x] >= skipBelow[owner[x]] that p brings closer gets val[x] = its exact squared
+   * distance, owner[x] = centre and its bound (setPointBound), and is listed in movedIdx (its old
+   * list in movedFrom), in increasing order. Returns how many points moved.
    */
   scanAll(count: number, p: number, centre: number): number;
   /** Candidates the last scanAll tested, and of those the ones given an exact distance. */
@@ -73,19 +70,9 @@ interface GreedyState {
   val: Float64Array;
   owner: Int32Array;
   skipBelow: Float64Array;
-  listSize: Int32Array;
-  listMax: Float64Array;
-  listArg: Int32Array;
+  movedIdx: Int32Array;
+  movedFrom: Int32Array;
   scanCounters: Int32Array;
-}
-
-/** The list statistics of unchosen point x (at val v, in list o), x ascending: a strict > keeps the lowest index. */
-function countIntoList(s: GreedyState, x: number, v: number, o: number): void {
-  s.listSize[o]++;
-  if (v > s.listMax[o]) {
-    s.listMax[o] = v;
-    s.listArg[o] = x;
-  }
 }
 
 /** Squared distance between rows at offsets a and b of m: the reference arithmetic of the exact kernels. */
@@ -147,12 +134,11 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
     val: new Float64Array(count),
     owner: new Int32Array(count),
     skipBelow: new Float64Array(target + 1),
-    listSize: new Int32Array(target + 1),
-    listMax: new Float64Array(target + 1),
-    listArg: new Int32Array(target + 1),
+    movedIdx: new Int32Array(count),
+    movedFrom: new Int32Array(count),
     scanCounters: new Int32Array(2),
   };
-  const { val, owner, skipBelow, scanCounters } = state;
+  const { val, owner, skipBelow, movedIdx, movedFrom, scanCounters } = state;
   return {
     kind: 'js', points, candidates, candidateD2, near, nearD2, ...state,
     exactDistances,
@@ -161,21 +147,17 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
       let moved = 0;
       scanCounters.fill(0);
       for (let x = 0; x < n; x++) {
-        let v = val[x];
-        if (v < 0) continue;
-        let o = owner[x];
-        if (skipBelow[o] === Infinity) continue;
-        if (!(v < skipBelow[o])) {
-          scanCounters[0]++;
-          scanCounters[1]++;
-          const d = dist2(points, x * dim, pOff, dim);
-          if (d < v) {
-            val[x] = v = d;
-            owner[x] = o = centre;
-            moved++;
-          }
+        const v = val[x];
+        if (!(v >= 0) || v < skipBelow[owner[x]]) continue;
+        scanCounters[0]++;
+        scanCounters[1]++;
+        const d = dist2(points, x * dim, pOff, dim);
+        if (d < v) {
+          movedIdx[moved] = x;
+          movedFrom[moved++] = owner[x];
+          val[x] = d;
+          owner[x] = centre;
         }
-        countIntoList(state, x, v, o);
       }
       return moved;
     },
@@ -264,9 +246,8 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     val: (count + 4) * 8, // scanAll reads whole groups of four: padded
     owner: (count + 4) * 4,
     skipBelow: (target + 1) * 8,
-    listSize: (target + 1) * 4,
-    listMax: (target + 1) * 8,
-    listArg: (target + 1) * 4,
+    movedIdx: count * 4,
+    movedFrom: count * 4,
     scanCounters: 8,
     centreSketches: target * width * 4,
     centreSketchThr: target * 4,
@@ -294,9 +275,8 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     val: new Float64Array(buf, offsets.val, count),
     owner: new Int32Array(buf, offsets.owner, count),
     skipBelow: new Float64Array(buf, offsets.skipBelow, target + 1),
-    listSize: new Int32Array(buf, offsets.listSize, target + 1),
-    listMax: new Float64Array(buf, offsets.listMax, target + 1),
-    listArg: new Int32Array(buf, offsets.listArg, target + 1),
+    movedIdx: new Int32Array(buf, offsets.movedIdx, count),
+    movedFrom: new Int32Array(buf, offsets.movedFrom, count),
     scanCounters: new Int32Array(buf, offsets.scanCounters, 2),
   };
   const centreSketches = f32(offsets.centreSketches, target * width);
@@ -352,9 +332,9 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     scanAll(n: number, p: number, centre: number): number {
       return k.scanAll(
         offsets.points, offsets.sketches, offsets.headA, offsets.headB, offsets.pointSketchThr, offsets.pointRowThr,
-        offsets.val, offsets.owner, offsets.skipBelow, offsets.listSize, offsets.listMax, offsets.listArg,
+        offsets.val, offsets.owner, offsets.skipBelow,
         n, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 4, rowBytes, stages,
-        centre, sigma, errorNorm, offsets.scanCounters,
+        centre, sigma, errorNorm, offsets.movedIdx, offsets.movedFrom, offsets.scanCounters,
       );
     },
     exactDistances(n: number, p: number): void {

@@ -219,10 +219,7 @@ function kCenterGreedy(
   onProgress?: (done: number, total: number) => void,
   stats?: GreedyCoresetStats,
 ): Uint32Array {
-  const { candidates, candidateD2, near, nearD2, val, owner, skipBelow, scanCounters } = kernels;
-  const size = kernels.listSize;
-  const listMax = kernels.listMax;
-  const listArg = kernels.listArg;
+  const { candidates, candidateD2, near, nearD2, val, owner, skipBelow, movedIdx, movedFrom, scanCounters } = kernels;
   if (stats) Object.assign(stats, { steps: 0, distanceEvaluations: 0, screenedOut: 0, listsVisited: 0, fullScans: 0, coverageRadius: 0 });
   const count = (m: number, visits: number): void => {
     if (!stats) return;
@@ -247,11 +244,13 @@ function kCenterGreedy(
   // List c < target holds the points whose distance centre c set last; list `target` holds points
   // still at their start value. Each list knows its size, maximum and the lowest index at it.
   const unassigned = target;
-  // head/next link each list's members; after whole-point scans (which keep only the counts) they
-  // are stale until a list-following step rebuilds them.
+  // Each list's members are doubly linked (head, next, prev), so whole-point steps can move single points.
   const head = new Int32Array(target + 1);
+  const size = new Int32Array(target + 1);
+  const listMax = new Float64Array(target + 1);
+  const listArg = new Int32Array(target + 1);
   const next = new Int32Array(n);
-  let linksStale = false;
+  const prev = new Int32Array(n);
   owner.fill(unassigned);
   const selected = new Uint32Array(target);
   // Lists to visit this step, with a lower bound of dist(centre, picked)^2 for the member test.
@@ -262,7 +261,7 @@ function kCenterGreedy(
   // A centre is skipped when it is proved farther than twice its list's radius from the picked point.
   const setThreshold = (list: number): void => kernels.setCentreRadius(list, size[list] === 0 ? -1 : listMax[list]);
   // Rebuilt lists run in index order, which keeps their traversal close to sequential.
-  const relink = (lists: number): void => {
+  const rebuildLists = (lists: number): void => {
     head.fill(-1, 0, lists);
     size.fill(0, 0, lists);
     listMax.fill(-1, 0, lists);
@@ -275,17 +274,47 @@ function kCenterGreedy(
       const v = val[x];
       if (v < 0) continue;
       const list = owner[x];
-      next[x] = head[list];
-      head[list] = x;
+      pushFront(list, x);
       size[list]++;
       if (v >= listMax[list]) {
         listMax[list] = v;
         listArg[list] = x;
       }
     }
-    linksStale = false;
   };
-  relink(0);
+  // Links x in front of `list`'s members (its size and maximum are the caller's).
+  const pushFront = (list: number, x: number): void => {
+    const h = head[list];
+    next[x] = h;
+    prev[x] = -1;
+    if (h !== -1) prev[h] = x;
+    head[list] = x;
+  };
+  const unlink = (list: number, x: number): void => {
+    const pv = prev[x];
+    const nx = next[x];
+    if (pv === -1) head[list] = nx;
+    else next[pv] = nx;
+    if (nx !== -1) prev[nx] = pv;
+    size[list]--;
+  };
+  // Recomputes a list's maximum (ties to the lowest index) from its members.
+  const remax = (list: number): void => {
+    let max = -1;
+    let arg = -1;
+    for (let x = head[list]; x !== -1; x = next[x]) {
+      const v = val[x];
+      if (v > max || (v === max && x < arg)) {
+        max = v;
+        arg = x;
+      }
+    }
+    listMax[list] = max;
+    listArg[list] = arg;
+  };
+  const dirty = new Int32Array(target + 1);
+  const dirtyMark = new Uint8Array(target + 1);
+  rebuildLists(0);
 
   const progressStep = Math.max(1, Math.floor(target / 100));
   for (let t = 0; t < target; t++) {
@@ -327,19 +356,46 @@ function kCenterGreedy(
     // Members x with 4 * val[x] < dist(centre, picked)^2 keep their distance; the rest are
     // candidates, screened in one batch (a candidate the sketch proves no closer gets +Infinity).
     if (visitMembers > n * SCAN_FRACTION) {
-      // Most lists are involved (early steps, or data the pruning suits badly): one sequential
-      // pass over every point beats chasing list links. It recounts the visited lists; the others
-      // (skip bound +Infinity) cannot change.
+      // Most lists are involved (early steps, or data the pruning suits badly): one pass over every
+      // point beats chasing list links. Only the points that move are relinked.
       skipBelow.fill(Infinity, 0, t + 1);
       skipBelow[unassigned] = Infinity;
-      for (const list of [t, ...toVisit.subarray(0, visits)]) {
-        size[list] = 0;
-        listMax[list] = -1;
-        listArg[list] = -1;
-      }
       for (let k = 0; k < visits; k++) skipBelow[toVisit[k]] = visitBound[k] / (4 * (1 + MEMBER_MARGIN));
-      kernels.scanAll(n, p, t);
-      linksStale = true;
+      head[t] = -1;
+      size[t] = 0;
+      listMax[t] = -1;
+      listArg[t] = -1;
+      // The picked point leaves its list, whose maximum it was.
+      let dirtyCount = 0;
+      const markDirty = (list: number): void => {
+        if (!dirtyMark[list]) {
+          dirtyMark[list] = 1;
+          dirty[dirtyCount++] = list;
+        }
+      };
+      unlink(ownerOfPicked, p);
+      markDirty(ownerOfPicked);
+      const moved = kernels.scanAll(n, p, t);
+      for (let i = 0; i < moved; i++) {
+        const x = movedIdx[i];
+        const from = movedFrom[i];
+        unlink(from, x);
+        if (listArg[from] === x) markDirty(from);
+        pushFront(t, x);
+        size[t]++;
+        const v = val[x];
+        if (v > listMax[t] || (v === listMax[t] && x < listArg[t])) {
+          listMax[t] = v;
+          listArg[t] = x;
+        }
+      }
+      for (let i = 0; i < dirtyCount; i++) {
+        const list = dirty[i];
+        dirtyMark[list] = 0;
+        remax(list);
+        if (list !== unassigned) setThreshold(list);
+      }
+      setThreshold(t);
       if (stats) {
         stats.steps++;
         stats.fullScans++;
@@ -347,11 +403,7 @@ function kCenterGreedy(
         stats.distanceEvaluations += scanCounters[0];
         stats.screenedOut += scanCounters[0] - scanCounters[1];
       }
-      // Only visited lists lost members; the others keep their radius.
-      for (let k = 0; k < visits; k++) if (toVisit[k] !== unassigned) setThreshold(toVisit[k]);
-      setThreshold(t);
     } else {
-      if (linksStale) relink(t);
       // Pass 1: members proved unaffected are relinked into their list at once, the others queued.
       let m = 0;
       for (let k = 0; k < visits; k++) {
@@ -368,6 +420,8 @@ function kCenterGreedy(
           if (vx >= 0) {
             if (vx < below) {
               next[x] = keepHead;
+              prev[x] = -1;
+              if (keepHead !== -1) prev[keepHead] = x;
               keepHead = x;
               keepSize++;
               if (vx > keepMax || (vx === keepMax && x < keepArg)) {
@@ -409,6 +463,8 @@ function kCenterGreedy(
             owner[x] = t;
             kernels.setPointBound(x, dx);
             next[x] = newHead;
+            prev[x] = -1;
+            if (newHead !== -1) prev[newHead] = x;
             newHead = x;
             newSize++;
             if (dx > newMax || (dx === newMax && x < newArg)) {
@@ -417,6 +473,8 @@ function kCenterGreedy(
             }
           } else {
             next[x] = keepHead;
+            prev[x] = -1;
+            if (keepHead !== -1) prev[keepHead] = x;
             keepHead = x;
             keepSize++;
             if (vx > keepMax || (vx === keepMax && x < keepArg)) {

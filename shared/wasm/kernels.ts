@@ -179,25 +179,23 @@ export const SCAN_HEAD = 16;
 const HALF = SCAN_HEAD / 2;
 
 /**
- * scanAll(points, sketches, headA, headB, sketchThr, rowThr, val, owner, skipBelow, listSize, listMax,
- * listArg, count, p, pSketch, groups, rowBytes, stages, centre, sigma, errorNorm, counters) -> moved:
+ * scanAll(points, sketches, headA, headB, sketchThr, rowThr, val, owner, skipBelow, count, p,
+ * pSketch, groups, rowBytes, stages, centre, sigma, errorNorm, movedIdx, movedFrom, counters) -> moved:
  * one greedy step over every point. Point x (val[x] its squared distance to the chosen set, -1
- * once chosen; owner[x] its list) is left alone when skipBelow[owner[x]] is +Infinity (its list
- * cannot change); otherwise it is a candidate unless val[x] < skipBelow[owner[x]], and a candidate
+ * once chosen; owner[x] its list) is a candidate unless val[x] < skipBelow[owner[x]]; a candidate
  * the new centre (row p) brings closer gets val[x] = that exact distance, owner[x] = centre and new
- * thresholds (sketchThr from sigma and errorNorm; rowThr). Every point not left alone is counted
- * into its list's listSize, listMax and listArg (the lowest index at the maximum; callers clear
- * those lists first). With sketches (stages > 0), the candidates of four points at a time are first
+ * thresholds (sketchThr from sigma and errorNorm; rowThr), and is listed in movedIdx with its old
+ * list in movedFrom. With sketches (stages > 0), the candidates of four points at a time are first
  * tested on their leading sketch coordinates against sketchThr: HALF of them from headA (group g,
  * coordinate i: points 4g..4g+3 at headA + 128g + 16i), the next HALF from headB only if needed.
+ * val, owner and sketchThr are read in whole groups of four: callers pad them.
  * counters (i32 x 2) = the candidates, and those of them given the float64 distance.
  */
 function scanAll(): string {
   const headHalf = (head: string, from: number): string => lines(HALF, (i) =>
     `(local.set $hacc (f32x4.add (f32x4.mul (local.tee $e (f32x4.sub (v128.load offset=${16 * i} ${get(head)}) (local.get $p${from + i}))) (local.get $e)) ${get('$hacc')}))`);
   const withinThr = `(i32.and ${get('$mask')} (i32x4.bitmask (f32x4.le ${get('$hacc')} (v128.load ${at('$sketchThr', '$x0', 2)}))))`;
-  // Bit k of $mask: point x0 + k is unchosen and a candidate (branch-free; lanes past the end are
-  // cleared after, and their loads stay inside the padded arrays).
+  // Bit k of $mask: point x0 + k is unchosen and a candidate (branch-free; lanes past the end are cleared after).
   const candidateBit = (k: number): string => `
         (local.set $v (f64.load offset=${8 * k} ${at('$val', '$x0', 3)}))
         (local.set $mask (i32.or ${get('$mask')} (i32.shl
@@ -207,12 +205,12 @@ function scanAll(): string {
   return `
   (func $scanAll (export "scanAll")
     (param $points i32) (param $sketches i32) (param $headA i32) (param $headB i32) (param $sketchThr i32) (param $rowThr i32)
-    (param $val i32) (param $owner i32) (param $skipBelow i32) (param $listSize i32) (param $listMax i32) (param $listArg i32)
+    (param $val i32) (param $owner i32) (param $skipBelow i32)
     (param $count i32) (param $p i32) (param $pSketch i32) (param $groups i32) (param $rowBytes i32) (param $stages i32)
-    (param $centre i32) (param $sigma f64) (param $errorNorm f64) (param $counters i32)
+    (param $centre i32) (param $sigma f64) (param $errorNorm f64) (param $movedIdx i32) (param $movedFrom i32) (param $counters i32)
     (result i32)
-    (local $v f64) (local $o i32) (local $sb f64) (local $candidates i32) (local $exact i32) (local $moved i32) (local $r f64)
-    (local $x0 i32) (local $lane i32) (local $mask i32) (local $ha i32) (local $hb i32) (local $hacc v128)
+    (local $v f64) (local $candidates i32) (local $exact i32) (local $moved i32) (local $r f64)
+    (local $x0 i32) (local $mask i32) (local $ha i32) (local $hb i32) (local $hacc v128)
     ${lines(SCAN_HEAD, (i) => `(local $p${i} v128)`)}
     ${CANDIDATE_LOCALS}
     (if ${get('$stages')}
@@ -235,36 +233,29 @@ function scanAll(): string {
               (then
                 ${headHalf('$hb', HALF)}
                 (local.set $mask ${withinThr})))))
-        (local.set $lane (i32.const 0))
-        (loop $lanes
-          (local.set $x (i32.add ${get('$x0')} ${get('$lane')}))
-          (br_if $done (i32.ge_s ${get('$x')} ${get('$count')}))
-          (block $next
-            (br_if $next (f64.lt (local.tee $v (f64.load ${at('$val', '$x', 3)})) (f64.const 0)))
-            (local.set $o (i32.load ${at('$owner', '$x', 2)}))
-            (br_if $next (f64.eq (local.tee $sb (f64.load ${at('$skipBelow', '$o', 3)})) (f64.const inf)))
+        ;; the lanes still in
+        (block $lanesDone
+          (loop $lanes
+            (br_if $lanesDone (i32.eqz ${get('$mask')}))
+            (local.set $x (i32.add ${get('$x0')} (i32.ctz ${get('$mask')})))
+            (local.set $mask (i32.and ${get('$mask')} (i32.sub ${get('$mask')} (i32.const 1))))
             (block $far
-              (br_if $far (i32.eqz (i32.and ${get('$mask')} (i32.shl (i32.const 1) ${get('$lane')}))))
               ${candidateTest('$far')}
               ${bump('$exact', 1)}
-              (br_if $far (i32.eqz (f64.lt ${get('$d')} ${get('$v')})))
+              (br_if $far (i32.eqz (f64.lt ${get('$d')} (f64.load ${at('$val', '$x', 3)}))))
               ;; closer: x joins the new centre's list
-              (f64.store ${at('$val', '$x', 3)} (local.tee $v ${get('$d')}))
-              (i32.store ${at('$owner', '$x', 2)} (local.tee $o ${get('$centre')}))
+              (i32.store ${at('$movedIdx', '$moved', 2)} ${get('$x')})
+              (i32.store ${at('$movedFrom', '$moved', 2)} (i32.load ${at('$owner', '$x', 2)}))
+              ${bump('$moved', 1)}
+              (f64.store ${at('$val', '$x', 3)} ${get('$d')})
+              (i32.store ${at('$owner', '$x', 2)} ${get('$centre')})
               (f32.store ${at('$rowThr', '$x', 2)} (f32.demote_f64 (f64.add (f64.mul ${get('$d')} (f64.const ${1 + ROW_MARGIN})) (f64.const ${ROW_FLOOR}))))
               (if ${get('$stages')}
                 (then
                   (local.set $r (f64.add (f64.mul ${get('$sigma')} (f64.sqrt ${get('$d')})) ${get('$errorNorm')}))
                   (f32.store ${at('$sketchThr', '$x', 2)}
-                    (f32.demote_f64 (f64.mul (f64.div (f64.mul ${get('$r')} ${get('$r')}) (f64.const ${SKETCH_SUM_FACTOR})) (f64.const ${SKETCH_SLACK}))))))
-              ${bump('$moved', 1)})
-            ;; list statistics; x ascends, so a strict > keeps the lowest index at the maximum
-            (i32.store ${at('$listSize', '$o', 2)} (i32.add (i32.load ${at('$listSize', '$o', 2)}) (i32.const 1)))
-            (if (f64.gt ${get('$v')} (f64.load ${at('$listMax', '$o', 3)}))
-              (then
-                (f64.store ${at('$listMax', '$o', 3)} ${get('$v')})
-                (i32.store ${at('$listArg', '$o', 2)} ${get('$x')}))))
-          (br_if $lanes (i32.lt_u (local.tee $lane (i32.add ${get('$lane')} (i32.const 1))) (i32.const 4))))
+                    (f32.demote_f64 (f64.mul (f64.div (f64.mul ${get('$r')} ${get('$r')}) (f64.const ${SKETCH_SUM_FACTOR})) (f64.const ${SKETCH_SLACK})))))))
+            (br $lanes)))
         ${bump('$x0', 4)} ${bump('$ha', 16 * HALF)} ${bump('$hb', 16 * HALF)}
         (br $quad)))
     (i32.store ${get('$counters')} ${get('$candidates')})
