@@ -86,8 +86,10 @@ async function main(): Promise<void> {
   for (const n of names) {
     const stats = {} as GreedyCoresetStats;
     const t = performance.now();
+    const cpu0 = process.cpuUsage();
     const sel = greedyCoreset(data, rows, dim, { ratio, seed: 0, ...VARIANTS[n], stats });
     const s = (performance.now() - t) / 1000;
+    const cpu = process.cpuUsage(cpu0);
     let same = '';
     if (reference) {
       let first = -1;
@@ -95,7 +97,7 @@ async function main(): Promise<void> {
       same = first < 0 ? 'same selection as the first variant' : `differs from the first variant at pick ${first}`;
     } else reference = sel;
     console.log(
-      `${n}: ${s.toFixed(1)} s, ${sel.length} picks; exact distances/step ${(stats.distanceEvaluations / stats.steps).toFixed(0)} ` +
+      `${n}: ${s.toFixed(1)} s (cpu ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s), ${sel.length} picks; exact distances/step ${(stats.distanceEvaluations / stats.steps).toFixed(0)} ` +
         `(${((100 * stats.distanceEvaluations) / stats.steps / rows).toFixed(2)}% of N), screened by sketch ${(100 * stats.screenedOut / Math.max(1, stats.distanceEvaluations)).toFixed(1)}%, ` +
         `lists visited/step ${(stats.listsVisited / stats.steps).toFixed(1)}, full scans ${stats.fullScans}; coverage radius ${stats.coverageRadius.toFixed(4)} ${same}`,
     );
