@@ -10,7 +10,7 @@
 // distances bound the true ones from below; it settles most questions from cache.
 
 import { sketchBasis, sketchErrorNorm } from './sketch.js';
-import { kernelModule, ROW_FLOOR, ROW_MARGIN, SCAN_HEAD, SKETCH_SLACK, SKETCH_SUM_FACTOR, type Kernels } from '../wasm/kernels.js';
+import { kernelModule, ROW_FLOOR, ROW_MARGIN, SCAN_QUARTER, SKETCH_SLACK, SKETCH_SUM_FACTOR, type Kernels } from '../wasm/kernels.js';
 import { createMemory, instantiate } from '../wasm/runtime.js';
 
 /** Relative margin covering float32 rounding in the centre filter (its error is below 3e-6). */
@@ -239,8 +239,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     centres: target * dim * 4,
     thresholds: target * 4,
     sketches: count * width * 4,
-    headA: stages > 0 ? Math.ceil(count / 4) * 4 * (SCAN_HEAD / 2) * 4 : 0,
-    headB: stages > 0 ? Math.ceil(count / 4) * 4 * (SCAN_HEAD / 2) * 4 : 0,
+    heads: Math.ceil(count / 4) * 4 * width * 4,
     pointSketchThr: (count + 4) * 4,
     pointRowThr: count * 4,
     val: (count + 4) * 8, // scanAll reads whole groups of four: padded
@@ -286,6 +285,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   const nearIdx = new Int32Array(buf, offsets.near, target);
   const nearD2 = f32(offsets.nearD2, target);
   const rowBytes = dim * 4;
+  const quarterBytes = Math.ceil(count / 4) * 4 * SCAN_QUARTER * 4;
   const sketchBytes = width * 4;
   // Set by buildSketches: sketch thresholds are (S sqrt(bound) + E)^2 / K, see sketch.ts.
   let sigma = 1;
@@ -331,7 +331,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     kind: 'simd', points, candidates, candidateD2, near: nearIdx, nearD2, ...state,
     scanAll(n: number, p: number, centre: number): number {
       return k.scanAll(
-        offsets.points, offsets.sketches, offsets.headA, offsets.headB, offsets.pointSketchThr, offsets.pointRowThr,
+        offsets.points, offsets.heads, quarterBytes, offsets.pointSketchThr, offsets.pointRowThr,
         offsets.val, offsets.owner, offsets.skipBelow,
         n, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 4, rowBytes, stages,
         centre, sigma, errorNorm, offsets.movedIdx, offsets.movedFrom, offsets.scanCounters,
@@ -378,13 +378,13 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
       const b = sketchBasis(points, count, dim, width);
       projectRows(count, dim, width, b.basis, offsets.sketches, offsets.points);
       sigma = b.sigmaMax * SKETCH_SLACK;
-      // The leading coordinates again, four points per vector, in two halves (see scanAll).
-      const half = SCAN_HEAD / 2;
-      for (const [h, from] of [[offsets.headA, 0], [offsets.headB, half]]) {
-        const head = f32(h, Math.ceil(count / 4) * 4 * half);
+      // The sketches again, four points per vector, SCAN_QUARTER coordinates per copy (see scanAll).
+      const heads = f32(offsets.heads, Math.ceil(count / 4) * 4 * width);
+      const perQuarter = quarterBytes / 4;
+      for (let q = 0; q < width / SCAN_QUARTER; q++) {
         for (let x = 0; x < count; x++) {
-          const at = (x >> 2) * 4 * half + (x & 3);
-          for (let i = 0; i < half; i++) head[at + 4 * i] = sketches[x * width + from + i];
+          const at = q * perQuarter + (x >> 2) * 4 * SCAN_QUARTER + (x & 3);
+          for (let i = 0; i < SCAN_QUARTER; i++) heads[at + 4 * i] = sketches[x * width + q * SCAN_QUARTER + i];
         }
       }
       errorNorm = sketchErrorNorm(points, count, dim, b.sigmaMax);

@@ -107,7 +107,7 @@ const CANDIDATE_LOCALS = `(local $x i32) (local $a i32) (local $q i32) (local $g
  * float64 distance (element j in lane j % 4: lanes (0, 1) in $lo, (2, 3) in $hi; as dist2Many)
  * reads the row again, from cache, at about four times the float32 cost.
  */
-const candidateTest = (far: string): string => `
+const candidateTest = (far: string, sketch = true): string => `${sketch ? `
           (if ${get('$stages')}
             (then
               (local.set $th (f32.load ${at('$sketchThr', '$x', 2)}))
@@ -119,7 +119,7 @@ const candidateTest = (far: string): string => `
                 ${sketchStage('$sa', '$ps')}
                 (br_if ${far} (f32.gt ${foldSum32} ${get('$th')}))
                 ${bump('$sa', 64)} ${bump('$ps', 64)}
-                (br_if $stage (local.tee $s (i32.sub ${get('$s')} (i32.const 1)))))))
+                (br_if $stage (local.tee $s (i32.sub ${get('$s')} (i32.const 1)))))))` : ''}
           (local.set $a (i32.add ${get('$points')} (i32.mul ${get('$x')} ${get('$rowBytes')})))
           (local.set $q ${get('$p')}) (local.set $g (i32.shr_u ${get('$groups')} (i32.const 1)))
           ${zero('$acc0')} ${zero('$acc1')}
@@ -174,26 +174,34 @@ export const ROW_FLOOR = 1e-36;
 export const SKETCH_SUM_FACTOR = 1 - 1e-5;
 export const SKETCH_SLACK = 1 + 1e-6;
 
-/** Leading sketch coordinates of the grouped copies scanAll tests four points at a time, in two halves. */
-export const SCAN_HEAD = 16;
-const HALF = SCAN_HEAD / 2;
+/** Sketch coordinates per grouped copy ("quarter") that scanAll tests four points at a time. */
+export const SCAN_QUARTER = 8;
+/** Quarters of the widest sketch (2 stages of 16). */
+const MAX_QUARTERS = 4;
 
 /**
- * scanAll(points, sketches, headA, headB, sketchThr, rowThr, val, owner, skipBelow, count, p,
+ * scanAll(points, heads, quarterBytes, sketchThr, rowThr, val, owner, skipBelow, count, p,
  * pSketch, groups, rowBytes, stages, centre, sigma, errorNorm, movedIdx, movedFrom, counters) -> moved:
  * one greedy step over every point. Point x (val[x] its squared distance to the chosen set, -1
  * once chosen; owner[x] its list) is a candidate unless val[x] < skipBelow[owner[x]]; a candidate
  * the new centre (row p) brings closer gets val[x] = that exact distance, owner[x] = centre and new
  * thresholds (sketchThr from sigma and errorNorm; rowThr), and is listed in movedIdx with its old
  * list in movedFrom. With sketches (stages > 0), the candidates of four points at a time are first
- * tested on their leading sketch coordinates against sketchThr: HALF of them from headA (group g,
- * coordinate i: points 4g..4g+3 at headA + 128g + 16i), the next HALF from headB only if needed.
+ * tested on their sketch against sketchThr, SCAN_QUARTER coordinates at a time (2 * stages
+ * quarters, each only while some lane is still in), from grouped copies: quarter q, group g,
+ * coordinate i holds points 4g..4g+3 at heads + q * quarterBytes + 128g + 16i. Sequential reads,
+ * four points per vector; the per-point sketches are not read again.
  * val, owner and sketchThr are read in whole groups of four: callers pad them.
  * counters (i32 x 2) = the candidates, and those of them given the float64 distance.
  */
 function scanAll(): string {
-  const headHalf = (head: string, from: number): string => lines(HALF, (i) =>
-    `(local.set $hacc (f32x4.add (f32x4.mul (local.tee $e (f32x4.sub (v128.load offset=${16 * i} ${get(head)}) (local.get $p${from + i}))) (local.get $e)) ${get('$hacc')}))`);
+  const quarter = (q: number): string => `
+            (if (i32.and (i32.ne ${get('$mask')} (i32.const 0)) (i32.gt_u (i32.shl ${get('$stages')} (i32.const 1)) (i32.const ${q})))
+              (then
+                (local.set $hq (i32.add ${get('$ha')} (i32.mul (i32.const ${q}) ${get('$quarterBytes')})))
+                ${lines(SCAN_QUARTER, (i) =>
+                  `(local.set $hacc (f32x4.add (f32x4.mul (local.tee $e (f32x4.sub (v128.load offset=${16 * i} ${get('$hq')}) (local.get $p${SCAN_QUARTER * q + i}))) (local.get $e)) ${get('$hacc')}))`)}
+                (local.set $mask ${withinThr})))`;
   const withinThr = `(i32.and ${get('$mask')} (i32x4.bitmask (f32x4.le ${get('$hacc')} (v128.load ${at('$sketchThr', '$x0', 2)}))))`;
   // Bit k of $mask: point x0 + k is unchosen and a candidate (branch-free; lanes past the end are cleared after).
   const candidateBit = (k: number): string => `
@@ -204,18 +212,18 @@ function scanAll(): string {
           (i32.const ${k}))))`;
   return `
   (func $scanAll (export "scanAll")
-    (param $points i32) (param $sketches i32) (param $headA i32) (param $headB i32) (param $sketchThr i32) (param $rowThr i32)
+    (param $points i32) (param $heads i32) (param $quarterBytes i32) (param $sketchThr i32) (param $rowThr i32)
     (param $val i32) (param $owner i32) (param $skipBelow i32)
     (param $count i32) (param $p i32) (param $pSketch i32) (param $groups i32) (param $rowBytes i32) (param $stages i32)
     (param $centre i32) (param $sigma f64) (param $errorNorm f64) (param $movedIdx i32) (param $movedFrom i32) (param $counters i32)
     (result i32)
     (local $v f64) (local $candidates i32) (local $exact i32) (local $moved i32) (local $r f64)
-    (local $x0 i32) (local $mask i32) (local $ha i32) (local $hb i32) (local $hacc v128)
-    ${lines(SCAN_HEAD, (i) => `(local $p${i} v128)`)}
+    (local $x0 i32) (local $mask i32) (local $ha i32) (local $hq i32) (local $hacc v128)
+    ${lines(SCAN_QUARTER * MAX_QUARTERS, (i) => `(local $p${i} v128)`)}
     ${CANDIDATE_LOCALS}
     (if ${get('$stages')}
-      (then ${lines(SCAN_HEAD, (i) => `(local.set $p${i} (f32x4.splat (f32.load offset=${4 * i} ${get('$pSketch')})))`)}))
-    (local.set $ha ${get('$headA')}) (local.set $hb ${get('$headB')})
+      (then ${lines(SCAN_QUARTER * MAX_QUARTERS, (i) => `(local.set $p${i} (f32x4.splat (f32.load offset=${4 * i} ${get('$pSketch')})))`)}))
+    (local.set $ha ${get('$heads')})
     (block $done
       (loop $quad
         (br_if $done (i32.ge_s ${get('$x0')} ${get('$count')}))
@@ -227,12 +235,7 @@ function scanAll(): string {
         (if (i32.and (i32.ne ${get('$mask')} (i32.const 0)) (i32.ne ${get('$stages')} (i32.const 0)))
           (then
             ${zero('$hacc')}
-            ${headHalf('$ha', 0)}
-            (local.set $mask ${withinThr})
-            (if ${get('$mask')}
-              (then
-                ${headHalf('$hb', HALF)}
-                (local.set $mask ${withinThr})))))
+            ${range(MAX_QUARTERS).map(quarter).join('')}))
         ;; the lanes still in
         (block $lanesDone
           (loop $lanes
@@ -240,7 +243,7 @@ function scanAll(): string {
             (local.set $x (i32.add ${get('$x0')} (i32.ctz ${get('$mask')})))
             (local.set $mask (i32.and ${get('$mask')} (i32.sub ${get('$mask')} (i32.const 1))))
             (block $far
-              ${candidateTest('$far')}
+              ${candidateTest('$far', false)}
               ${bump('$exact', 1)}
               (br_if $far (i32.eqz (f64.lt ${get('$d')} (f64.load ${at('$val', '$x', 3)}))))
               ;; closer: x joins the new centre's list
@@ -256,7 +259,7 @@ function scanAll(): string {
                   (f32.store ${at('$sketchThr', '$x', 2)}
                     (f32.demote_f64 (f64.mul (f64.div (f64.mul ${get('$r')} ${get('$r')}) (f64.const ${SKETCH_SUM_FACTOR})) (f64.const ${SKETCH_SLACK})))))))
             (br $lanes)))
-        ${bump('$x0', 4)} ${bump('$ha', 16 * HALF)} ${bump('$hb', 16 * HALF)}
+        ${bump('$x0', 4)} ${bump('$ha', 16 * SCAN_QUARTER)}
         (br $quad)))
     (i32.store ${get('$counters')} ${get('$candidates')})
     (i32.store offset=4 ${get('$counters')} ${get('$exact')})
