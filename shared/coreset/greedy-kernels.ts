@@ -1,5 +1,5 @@
 // The inner loops of the greedy coreset, in two interchangeable forms: WebAssembly SIMD kernels
-// (assembled at run time, no toolchain needed) and portable JS loops. Exact distances are
+// (shared/wasm/kernels.ts, WAT text) and portable JS loops. Exact distances are
 // bit-identical in both, and the filters only ever skip work they prove useless, so the selection
 // does not depend on which form ran.
 //
@@ -10,7 +10,8 @@
 // distances bound the true ones from below; it settles most questions from cache.
 
 import { sketchBasis, sketchErrorNorm } from './sketch.js';
-import { F32, I32, V128, assembleModule, instantiate, op, simdSupported, wasm, type Code, type WasmMemory, type WasmModule } from './wasm-module.js';
+import { kernelModule, ROW_FLOOR, ROW_MARGIN, SCAN_QUARTER, SKETCH_SLACK, SKETCH_SUM_FACTOR, type Kernels } from '../wasm/kernels.js';
+import { createMemory, instantiate } from '../wasm/runtime.js';
 
 /** Relative margin covering float32 rounding in the centre filter (its error is below 3e-6). */
 export const FILTER_MARGIN = 1e-4;
@@ -43,6 +44,35 @@ export interface GreedyKernels {
    * into near/nearD2 (float32 squared distances, within FILTER_MARGIN). Returns how many.
    */
   nearCentres(count: number, p: number, exclude: number): number;
+  /**
+   * The greedy state scanAll works on: per point its squared distance to the chosen set (-1 once
+   * chosen) and its list; per list (target + 1 of them) the skip bound.
+   */
+  readonly val: Float64Array;
+  readonly owner: Int32Array;
+  readonly skipBelow: Float64Array;
+  /** Output of scanAll: the points that moved, and the lists they left. */
+  readonly movedIdx: Int32Array;
+  readonly movedFrom: Int32Array;
+  /**
+   * One step over every point (count of them) for new centre `centre` at point p: each unchosen x
+   * with val[x] >= skipBelow[owner[x]] that p brings closer gets val[x] = its exact squared
+   * distance, owner[x] = centre and its bound (setPointBound), and is listed in movedIdx (its old
+   * list in movedFrom), in increasing order. Returns how many points moved.
+   */
+  scanAll(count: number, p: number, centre: number): number;
+  /** Candidates the last scanAll tested, and of those the ones given an exact distance. */
+  readonly scanCounters: Int32Array;
+}
+
+/** Per-point and per-list greedy state (see GreedyKernels.val). */
+interface GreedyState {
+  val: Float64Array;
+  owner: Int32Array;
+  skipBelow: Float64Array;
+  movedIdx: Int32Array;
+  movedFrom: Int32Array;
+  scanCounters: Int32Array;
 }
 
 /** Squared distance between rows at offsets a and b of m: the reference arithmetic of the exact kernels. */
@@ -74,6 +104,17 @@ function centreThreshold(r2: number): number {
   return r2 < 0 ? -1 : Math.fround(4 * r2 * (1 + FILTER_MARGIN));
 }
 
+/**
+ * Float32 threshold of a point's row test: a float32 squared distance above it proves the exact
+ * one is at least d2. The float32 sum of dim <= 1024 squared differences is within (dim / 4 + 8)
+ * 2^-24 < 2e-5 relative of the true value (all terms are non-negative), far inside ROW_MARGIN;
+ * the absolute term covers subnormal rounding. +Infinity (never prune) where d2 is not finite.
+ */
+function rowThreshold(d2: number): number {
+  const t = Math.fround(d2 * (1 + ROW_MARGIN) + ROW_FLOOR);
+  return Number.isFinite(t) ? t : Infinity;
+}
+
 /** Dimensions summed before the JS centre filter first tries to prune. */
 const JS_EARLY_DIMS = 32;
 
@@ -89,9 +130,37 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
     const pOff = p * dim;
     for (let i = 0; i < n; i++) candidateD2[i] = dist2(points, candidates[i] * dim, pOff, dim);
   };
+  const state: GreedyState = {
+    val: new Float64Array(count),
+    owner: new Int32Array(count),
+    skipBelow: new Float64Array(target + 1),
+    movedIdx: new Int32Array(count),
+    movedFrom: new Int32Array(count),
+    scanCounters: new Int32Array(2),
+  };
+  const { val, owner, skipBelow, movedIdx, movedFrom, scanCounters } = state;
   return {
-    kind: 'js', points, candidates, candidateD2, near, nearD2,
+    kind: 'js', points, candidates, candidateD2, near, nearD2, ...state,
     exactDistances,
+    scanAll(n: number, p: number, centre: number): number {
+      const pOff = p * dim;
+      let moved = 0;
+      scanCounters.fill(0);
+      for (let x = 0; x < n; x++) {
+        const v = val[x];
+        if (!(v >= 0) || v < skipBelow[owner[x]]) continue;
+        scanCounters[0]++;
+        scanCounters[1]++;
+        const d = dist2(points, x * dim, pOff, dim);
+        if (d < v) {
+          movedIdx[moved] = x;
+          movedFrom[moved++] = owner[x];
+          val[x] = d;
+          owner[x] = centre;
+        }
+      }
+      return moved;
+    },
     screenedDistances: exactDistances,
     setPointBound(): void {},
     addCentre(c: number, p: number): void {
@@ -127,294 +196,11 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
   };
 }
 
-// ---- WebAssembly SIMD kernels ------------------------------------------------------------------
-
-const zeroV = [op.f64Const(0), op.f64x2Splat].flat();
-const zero32 = [op.f32Const(0), op.f32x4Splat].flat();
-
-/** (lane0 + lane1) + (lane2 + lane3) of two f64x2 locals holding lanes (0, 1) and (2, 3). */
-function combineLanes(lo: number, hi: number): Code {
-  return [
-    op.get(lo), op.f64x2ExtractLane(0), op.get(lo), op.f64x2ExtractLane(1), op.f64Add,
-    op.get(hi), op.f64x2ExtractLane(0), op.get(hi), op.f64x2ExtractLane(1), op.f64Add,
-    op.f64Add,
-  ].flat();
-}
-
-/** acc += (promote(x[addr + off .. +8]) - pv)^2 for one f64x2 lane pair. */
-function accumulatePair(acc: number, addr: number, off: number, pv: number, tmp: number): Code {
-  return [
-    op.get(addr), op.v128Load64Zero(off), op.f64x2PromoteLowF32x4, op.get(pv), op.f64x2Sub, op.tee(tmp),
-    op.get(tmp), op.f64x2Mul, op.get(acc), op.f64x2Add, op.set(acc),
-  ].flat();
-}
-
-/** Loads the query's next four floats as two f64x2 (lanes 0, 1 and 2, 3) from the address in local q. */
-function loadQuery(q: number, pv0: number, pv1: number): Code {
-  return [
-    op.get(q), op.v128Load64Zero(0), op.f64x2PromoteLowF32x4, op.set(pv0),
-    op.get(q), op.v128Load64Zero(8), op.f64x2PromoteLowF32x4, op.set(pv1),
-  ].flat();
-}
-
-/** local += step; for address cursors. */
-function bump(local: number, step: number): Code {
-  return [op.get(local), op.i32Const(step), op.i32Add, op.set(local)].flat();
-}
-
-/** Decrements counter local g and loops (br_if 0) while it is non-zero. */
-function countDown(g: number): Code {
-  return [op.get(g), op.i32Const(1), op.i32Sub, op.tee(g), op.brIf(0)].flat();
-}
-
-/** base + index * 2^shift */
-function addressOf(base: number, index: number, shift: number): Code {
-  return [op.get(base), op.get(index), op.i32Const(shift), op.i32Shl, op.i32Add].flat();
-}
-
-/** Horizontal float32 sum (l0 + l1) + (l2 + l3) of a f32x4 local. */
-function hsum32(v: number): Code {
-  return [
-    op.get(v), op.f32x4ExtractLane(0), op.get(v), op.f32x4ExtractLane(1), op.f32Add,
-    op.get(v), op.f32x4ExtractLane(2), op.get(v), op.f32x4ExtractLane(3), op.f32Add,
-    op.f32Add,
-  ].flat();
-}
-
-/** acc += (a[off] - b[off])^2 over one f32x4, a and b being address locals. */
-function squaredStep32(acc: number, a: number, b: number, off: number, tmp: number): Code {
-  return [
-    op.get(a), op.v128Load(off), op.get(b), op.v128Load(off), op.f32x4Sub, op.tee(tmp),
-    op.get(tmp), op.f32x4Mul, op.get(acc), op.f32x4Add, op.set(acc),
-  ].flat();
-}
-
-/** Folds acc1 into acc0 (zeroing acc1) and leaves the float32 lane sum on the stack. */
-function foldSum32(acc0: number, acc1: number): Code {
-  return [op.get(acc0), op.get(acc1), op.f32x4Add, op.set(acc0), zero32, op.set(acc1), hsum32(acc0)].flat();
-}
-
-/** Adds sketch stage `stage` (16 floats at byte offset 64 * stage) of (a - b)^2 into acc0/acc1. */
-function sketchStage(acc0: number, acc1: number, a: number, b: number, stage: number, tmp: number): Code {
-  return [0, 1, 2, 3].flatMap((q) => squaredStep32(q % 2 === 0 ? acc0 : acc1, a, b, 64 * stage + 16 * q, tmp));
-}
-
-/**
- * dist2Many(points, idx, count, p, groups, rowBytes, out): out[i] (f64) = squared distance from
- * row idx[i] to the row at byte address p; rows have groups * 4 floats. Four rows at a time keep
- * eight independent accumulator chains in flight.
- */
-function dist2ManyKernel(): Code[] {
-  const [PTS, IDX, COUNT, P, GROUPS, ROWB, OUT] = [0, 1, 2, 3, 4, 5, 6];
-  const I = 7, Q = 8, G = 9;
-  const A = [10, 11, 12, 13];
-  const ACC = [14, 15, 16, 17, 18, 19, 20, 21]; // row k: lanes (0,1) at ACC[2k], (2,3) at ACC[2k+1]
-  const PV0 = 22, PV1 = 23, T = 24;
-  const rowAddr = (k: number): Code => [
-    op.get(PTS), addressOf(IDX, I, 2), op.i32Load(4 * k), op.get(ROWB), op.i32Mul, op.i32Add, op.set(A[k]),
-  ].flat();
-  const storeOut = (k: number): Code => [addressOf(OUT, I, 3), combineLanes(ACC[2 * k], ACC[2 * k + 1]), op.f64Store(8 * k)].flat();
-  const rows = (k: number): Code => [
-    op.get(P), op.set(Q), op.get(GROUPS), op.set(G),
-    op.loop(
-      loadQuery(Q, PV0, PV1),
-      ...Array.from({ length: k }, (_, r) => [accumulatePair(ACC[2 * r], A[r], 0, PV0, T), accumulatePair(ACC[2 * r + 1], A[r], 8, PV1, T)]).flat(),
-      ...A.slice(0, k).map((a) => bump(a, 16)), bump(Q, 16), countDown(G),
-    ),
-  ].flat();
-  const quads = op.block(
-    op.loop(
-      op.get(COUNT), op.get(I), op.i32Sub, op.i32Const(4), op.i32LtS, op.brIf(1),
-      ...[0, 1, 2, 3].map(rowAddr),
-      ...ACC.map((a) => [zeroV, op.set(a)].flat()),
-      rows(4),
-      ...[0, 1, 2, 3].map(storeOut),
-      bump(I, 4), op.br(0),
-    ),
-  );
-  const singles = op.block(
-    op.loop(
-      op.get(I), op.get(COUNT), op.i32GeS, op.brIf(1),
-      rowAddr(0), zeroV, op.set(ACC[0]), zeroV, op.set(ACC[1]),
-      rows(1),
-      storeOut(0),
-      bump(I, 1), op.br(0),
-    ),
-  );
-  return [quads, singles];
-}
-
-/**
- * screenedN(points, sketches, sketchThr, idx, count, p, pSketch, out, groups, rowBytes): as
- * dist2Many, but first compares the float32 sketch distance (N stages of 16 floats) of each
- * candidate x with sketchThr[x]; above it, x cannot be closer to p than its bound: out = +Infinity.
- */
-/** Candidates ahead whose sketch row is touched early. */
-const PREFETCH = 8;
-
-function screenedKernel(stages: number): Code[] {
-  const [PTS, SK, STHR, IDX, COUNT, P, PSK, OUT, GROUPS, ROWB] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
-  const I = 10, X = 11, A = 12, Q = 13, G = 14, SA = 15, TH = 16;
-  const ACC0 = 17, ACC1 = 18, E = 19, LO = 20, HI = 21, PV0 = 22, PV1 = 23, T = 24;
-  const sketchTests = stages === 0 ? [] : [
-    addressOf(STHR, X, 2), op.f32Load(0), op.set(TH),
-    op.get(SK), op.get(X), op.i32Const(64 * stages), op.i32Mul, op.i32Add, op.set(SA),
-    zero32, op.set(ACC0), zero32, op.set(ACC1),
-    ...Array.from({ length: stages }, (_, s) => [
-      sketchStage(ACC0, ACC1, SA, PSK, s, E),
-      foldSum32(ACC0, ACC1), op.get(TH), op.f32Gt,
-      op.if(addressOf(OUT, I, 3), op.f64Const(Infinity), op.f64Store(0), op.br(1)),
-    ]).flat(),
-  ];
-  return [
-    op.block(
-      op.loop(
-        op.get(I), op.get(COUNT), op.i32GeS, op.brIf(1),
-        op.block(
-          // Touch the sketch of the candidate PREFETCH places ahead, so its cache miss overlaps this work.
-          ...(stages === 0 ? [] : [
-            op.get(I), op.i32Const(PREFETCH), op.i32Add, op.get(COUNT), op.i32LtS,
-            op.if(op.get(SK), addressOf(IDX, I, 2), op.i32Load(4 * PREFETCH), op.i32Const(64 * stages), op.i32Mul, op.i32Add, op.i32Load(0), op.drop),
-          ]),
-          addressOf(IDX, I, 2), op.i32Load(0), op.set(X),
-          ...sketchTests,
-          op.get(PTS), op.get(X), op.get(ROWB), op.i32Mul, op.i32Add, op.set(A),
-          op.get(P), op.set(Q), op.get(GROUPS), op.set(G),
-          zeroV, op.set(LO), zeroV, op.set(HI),
-          op.loop(loadQuery(Q, PV0, PV1), accumulatePair(LO, A, 0, PV0, T), accumulatePair(HI, A, 8, PV1, T), bump(A, 16), bump(Q, 16), countDown(G)),
-          addressOf(OUT, I, 3), combineLanes(LO, HI), op.f64Store(0),
-        ),
-        bump(I, 1), op.br(0),
-      ),
-    ),
-  ];
-}
-
-/**
- * nearN(centres, cSketches, cSketchThr, thr, count, p, pSketch, pairs, outIdx, outD2) -> found:
- * centres whose float32 sketch distance to p (N stages) stays within cSketchThr[c] and whose
- * float32 distance (rows of pairs * 8 floats) stays within thr[c]; negative thresholds prune.
- */
-function nearKernel(stages: number): Code[] {
-  const [CEN, CSK, CSTHR, THR, COUNT, P, PSK, PAIRS, OIDX, OD2] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
-  const C = 10, A = 11, Q = 12, G = 13, FOUND = 14, ROWB = 15, SA = 16, TH = 17, S = 18, ACC0 = 19, ACC1 = 20, E = 21;
-  const sketchTests = stages === 0 ? [] : [
-    addressOf(CSTHR, C, 2), op.f32Load(0), op.set(TH),
-    op.get(CSK), op.get(C), op.i32Const(64 * stages), op.i32Mul, op.i32Add, op.set(SA),
-    zero32, op.set(ACC0), zero32, op.set(ACC1),
-    ...Array.from({ length: stages }, (_, s) => [sketchStage(ACC0, ACC1, SA, PSK, s, E), foldSum32(ACC0, ACC1), op.get(TH), op.f32Gt, op.brIf(0)]).flat(),
-  ];
-  return [
-    op.get(PAIRS), op.i32Const(5), op.i32Shl, op.set(ROWB),
-    op.block(
-      op.loop(
-        op.get(C), op.get(COUNT), op.i32GeS, op.brIf(1),
-        op.block(
-          ...sketchTests,
-          addressOf(THR, C, 2), op.f32Load(0), op.tee(TH), op.f32Const(0), op.f32Lt, op.brIf(0),
-          zero32, op.set(ACC0), zero32, op.set(ACC1),
-          op.get(CEN), op.get(C), op.get(ROWB), op.i32Mul, op.i32Add, op.set(A),
-          op.get(P), op.set(Q), op.get(PAIRS), op.set(G),
-          op.loop(squaredStep32(ACC0, A, Q, 0, E), squaredStep32(ACC1, A, Q, 16, E), bump(A, 32), bump(Q, 32), countDown(G)),
-          foldSum32(ACC0, ACC1), op.tee(S), op.get(TH), op.f32Gt, op.brIf(0),
-          addressOf(OIDX, FOUND, 2), op.get(C), op.i32Store(0),
-          addressOf(OD2, FOUND, 2), op.get(S), op.f32Store(0),
-          bump(FOUND, 1),
-        ),
-        bump(C, 1), op.br(0),
-      ),
-    ),
-    op.get(FOUND),
-  ];
-}
-
-/**
- * project(x, pairs, dim, w, blocks, outRowBytes, out): for row pairs of x (dim floats each) and
- * 8-output blocks of the blocked float64 weights (block b: dim x 8 at w + b * dim * 64), out rows
- * get float32(sum_j x[j] * w[j][o]) summed in float64 in j order, as the scalar projection does.
- */
-function projectKernel(): Code[] {
-  const [X, PAIRS, DIM, W, BLOCKS, OROWB, OUT] = [0, 1, 2, 3, 4, 5, 6];
-  const B = 7, R = 8, X0 = 9, X1 = 10, WP = 11, J = 12, OR = 13;
-  const ACC = [14, 15, 16, 17, 18, 19, 20, 21]; // row0: 14..17, row1: 18..21
-  const V0 = 22, V1 = 23, WV = [24, 25, 26, 27];
-  const splatRow = (addr: number, dst: number): Code => [op.get(addr), op.f32Load(0), op.f64PromoteF32, op.f64x2Splat, op.set(dst)].flat();
-  const mac = (acc: number, v: number, w: number): Code => [op.get(v), op.get(w), op.f64x2Mul, op.get(acc), op.f64x2Add, op.set(acc)].flat();
-  const store = (row: number, k: number, lane: number): Code => [
-    op.get(OR), ...(row === 1 ? [op.get(OROWB), op.i32Add] : []),
-    op.get(ACC[row * 4 + k]), op.f64x2ExtractLane(lane), op.f32DemoteF64, op.f32Store(8 * k + 4 * lane),
-  ].flat();
-  const rowBytesX = [op.get(DIM), op.i32Const(2), op.i32Shl].flat();
-  return [
-    op.block(op.loop(
-      op.get(B), op.get(BLOCKS), op.i32GeS, op.brIf(1),
-      op.i32Const(0), op.set(R),
-      op.block(op.loop(
-        op.get(R), op.get(PAIRS), op.i32GeS, op.brIf(1),
-        // x rows 2r and 2r + 1
-        op.get(X), op.get(R), op.i32Const(1), op.i32Shl, rowBytesX, op.i32Mul, op.i32Add, op.tee(X0),
-        rowBytesX, op.i32Add, op.set(X1),
-        op.get(W), op.get(B), op.get(DIM), op.i32Mul, op.i32Const(6), op.i32Shl, op.i32Add, op.set(WP),
-        ...ACC.map((a) => [zeroV, op.set(a)].flat()),
-        op.get(DIM), op.set(J),
-        op.loop(
-          splatRow(X0, V0), splatRow(X1, V1),
-          ...WV.map((w, k) => [op.get(WP), op.v128Load(16 * k), op.set(w)].flat()),
-          ...[0, 1, 2, 3].flatMap((k) => [mac(ACC[k], V0, WV[k]), mac(ACC[4 + k], V1, WV[k])]),
-          op.get(X0), op.i32Const(4), op.i32Add, op.set(X0),
-          op.get(X1), op.i32Const(4), op.i32Add, op.set(X1),
-          op.get(WP), op.i32Const(64), op.i32Add, op.set(WP),
-          op.get(J), op.i32Const(1), op.i32Sub, op.tee(J), op.brIf(0),
-        ),
-        // out address of row 2r, block b
-        op.get(OUT), op.get(R), op.i32Const(1), op.i32Shl, op.get(OROWB), op.i32Mul, op.i32Add,
-        op.get(B), op.i32Const(5), op.i32Shl, op.i32Add, op.set(OR),
-        ...[0, 1].flatMap((row) => [0, 1, 2, 3].flatMap((k) => [store(row, k, 0), store(row, k, 1)])),
-        op.get(R), op.i32Const(1), op.i32Add, op.set(R),
-        op.br(0),
-      )),
-      op.get(B), op.i32Const(1), op.i32Add, op.set(B),
-      op.br(0),
-    )),
-  ];
-}
-
-const i32s = (n: number): number[] => Array<number>(n).fill(I32);
-const v128s = (n: number): number[] => Array<number>(n).fill(V128);
-const SKETCH_STAGES = [0, 1, 2] as const;
-
-let compiled: WasmModule | null | undefined;
-
-/** The compiled kernel module, or null where WebAssembly SIMD is unavailable. */
-export function greedyKernelModule(): WasmModule | null {
-  if (compiled !== undefined) return compiled;
-  if (!simdSupported()) return (compiled = null);
-  const bytes = assembleModule(
-    [
-      { name: 'dist2Many', params: i32s(7), results: [], locals: [...i32s(7), ...v128s(11)], body: dist2ManyKernel() },
-      ...SKETCH_STAGES.map((s) => ({
-        name: `screened${s}`, params: i32s(10), results: [], locals: [...i32s(6), F32, ...v128s(8)], body: screenedKernel(s),
-      })),
-      ...SKETCH_STAGES.map((s) => ({
-        name: `near${s}`, params: i32s(10), results: [I32], locals: [...i32s(7), F32, F32, ...v128s(3)], body: nearKernel(s),
-      })),
-      { name: 'project', params: i32s(7), results: [], locals: [...i32s(7), ...v128s(14)], body: projectKernel() },
-    ],
-    { initialPages: 1 },
-  );
-  return (compiled = new wasm.Module(bytes));
-}
-
-type Fn = (...args: number[]) => number;
-type KernelExports = Record<string, Fn>;
 
 /** Rows of features copied into kernel memory per projection call. */
 const PROJECT_CHUNK_ROWS = 64;
 /** Linear memory above this is not attempted (the JS kernels take over). */
 const MAX_KERNEL_BYTES = 2 ** 31;
-/** Sketch test margins: float32 rounding of a 32-term sum stays below 1e-6 relative. */
-const SKETCH_SUM_FACTOR = 1 - 1e-5;
-const SKETCH_SLACK = 1 + 1e-6;
 
 /** Bump allocator over byte offsets, 64-byte aligned. */
 function layout<K extends string>(sizes: Record<K, number>): { offsets: Record<K, number>; total: number } {
@@ -444,7 +230,7 @@ export interface SimdGreedyKernels extends GreedyKernels {
  */
 export function createSimdKernels(count: number, dim: number, target: number, projectFromDim = 0): SimdGreedyKernels | null {
   if (dim % 8 !== 0 || dim < 8) return null;
-  const module = greedyKernelModule();
+  const module = kernelModule();
   if (!module) return null;
   const stages = dim >= 64 ? 2 : dim >= 32 ? 1 : 0;
   const width = 16 * stages;
@@ -453,7 +239,15 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     centres: target * dim * 4,
     thresholds: target * 4,
     sketches: count * width * 4,
-    pointSketchThr: count * 4,
+    heads: Math.ceil(count / 4) * 4 * width * 4,
+    pointSketchThr: (count + 4) * 4,
+    pointRowThr: count * 4,
+    val: (count + 4) * 8, // scanAll reads whole groups of four: padded
+    owner: (count + 4) * 4,
+    skipBelow: (target + 1) * 8,
+    movedIdx: count * 4,
+    movedFrom: count * 4,
+    scanCounters: 8,
     centreSketches: target * width * 4,
     centreSketchThr: target * 4,
     candidates: count * 4,
@@ -464,15 +258,10 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     chunk: projectFromDim * PROJECT_CHUNK_ROWS * 4,
   });
   if (total > MAX_KERNEL_BYTES) return null;
-  let memory: WasmMemory;
-  try {
-    memory = new wasm.Memory({ initial: Math.ceil(total / 65536) });
-  } catch {
-    return null; // not enough address space: the JS kernels need no extra memory
-  }
-  const k = instantiate<KernelExports>(module, memory);
-  const screened = k[`screened${stages}`];
-  const near = k[`near${stages}`];
+  // Without the address space the JS kernels take over: they need no extra memory.
+  const memory = createMemory(total);
+  if (!memory) return null;
+  const k = instantiate<Kernels>(module, memory);
   const buf = memory.buffer;
   const f32 = (at: number, n: number) => new Float32Array(buf, at, n);
   const points = f32(offsets.points, count * dim);
@@ -480,6 +269,15 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   const thresholds = f32(offsets.thresholds, target);
   const sketches = f32(offsets.sketches, count * width);
   const pointSketchThr = f32(offsets.pointSketchThr, count);
+  const pointRowThr = f32(offsets.pointRowThr, count);
+  const state: GreedyState = {
+    val: new Float64Array(buf, offsets.val, count),
+    owner: new Int32Array(buf, offsets.owner, count),
+    skipBelow: new Float64Array(buf, offsets.skipBelow, target + 1),
+    movedIdx: new Int32Array(buf, offsets.movedIdx, count),
+    movedFrom: new Int32Array(buf, offsets.movedFrom, count),
+    scanCounters: new Int32Array(buf, offsets.scanCounters, 2),
+  };
   const centreSketches = f32(offsets.centreSketches, target * width);
   const centreSketchThr = f32(offsets.centreSketchThr, target);
   const candidates = new Int32Array(buf, offsets.candidates, count);
@@ -487,6 +285,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   const nearIdx = new Int32Array(buf, offsets.near, target);
   const nearD2 = f32(offsets.nearD2, target);
   const rowBytes = dim * 4;
+  const quarterBytes = Math.ceil(count / 4) * 4 * SCAN_QUARTER * 4;
   const sketchBytes = width * 4;
   // Set by buildSketches: sketch thresholds are (S sqrt(bound) + E)^2 / K, see sketch.ts.
   let sigma = 1;
@@ -529,18 +328,27 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   };
 
   return {
-    kind: 'simd', points, candidates, candidateD2, near: nearIdx, nearD2,
+    kind: 'simd', points, candidates, candidateD2, near: nearIdx, nearD2, ...state,
+    scanAll(n: number, p: number, centre: number): number {
+      return k.scanAll(
+        offsets.points, offsets.heads, quarterBytes, offsets.pointSketchThr, offsets.pointRowThr,
+        offsets.val, offsets.owner, offsets.skipBelow,
+        n, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 4, rowBytes, stages,
+        centre, sigma, errorNorm, offsets.movedIdx, offsets.movedFrom, offsets.scanCounters,
+      );
+    },
     exactDistances(n: number, p: number): void {
       k.dist2Many(offsets.points, offsets.candidates, n, offsets.points + p * rowBytes, dim / 4, rowBytes, offsets.candidateD2);
     },
     screenedDistances(n: number, p: number): void {
-      screened(
-        offsets.points, offsets.sketches, offsets.pointSketchThr, offsets.candidates, n,
-        offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, offsets.candidateD2, dim / 4, rowBytes,
+      k.screened(
+        offsets.points, offsets.sketches, offsets.pointSketchThr, offsets.pointRowThr, offsets.candidates, n,
+        offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, offsets.candidateD2, dim / 4, rowBytes, stages,
       );
     },
     setPointBound(x: number, d2: number): void {
       if (stages > 0) pointSketchThr[x] = sketchThreshold(d2);
+      pointRowThr[x] = rowThreshold(d2);
     },
     addCentre(c: number, p: number): void {
       centres.set(points.subarray(p * dim, (p + 1) * dim), c * dim);
@@ -554,9 +362,9 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     nearCentres(n: number, p: number, exclude: number): number {
       const saved = exclude >= 0 && exclude < n ? [thresholds[exclude], centreSketchThr[exclude]] : null;
       if (saved) thresholds[exclude] = centreSketchThr[exclude] = -1;
-      const found = near(
+      const found = k.near(
         offsets.centres, offsets.centreSketches, offsets.centreSketchThr, offsets.thresholds, n,
-        offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 8, offsets.near, offsets.nearD2,
+        offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 8, offsets.near, offsets.nearD2, stages,
       );
       if (saved) [thresholds[exclude], centreSketchThr[exclude]] = saved;
       return found;
@@ -570,6 +378,15 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
       const b = sketchBasis(points, count, dim, width);
       projectRows(count, dim, width, b.basis, offsets.sketches, offsets.points);
       sigma = b.sigmaMax * SKETCH_SLACK;
+      // The sketches again, four points per vector, SCAN_QUARTER coordinates per copy (see scanAll).
+      const heads = f32(offsets.heads, Math.ceil(count / 4) * 4 * width);
+      const perQuarter = quarterBytes / 4;
+      for (let q = 0; q < width / SCAN_QUARTER; q++) {
+        for (let x = 0; x < count; x++) {
+          const at = q * perQuarter + (x >> 2) * 4 * SCAN_QUARTER + (x & 3);
+          for (let i = 0; i < SCAN_QUARTER; i++) heads[at + 4 * i] = sketches[x * width + q * SCAN_QUARTER + i];
+        }
+      }
       errorNorm = sketchErrorNorm(points, count, dim, b.sigmaMax);
     },
   };

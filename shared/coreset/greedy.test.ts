@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { coresetTarget, greedyCoreset, randomProjection } from './greedy.js';
+import { coresetTarget, greedyCoreset, randomProjection, type GreedyCoresetStats } from './greedy.js';
 import { SeededRandom } from './random.js';
 
 /** The textbook loop the pruned implementation must reproduce exactly. */
@@ -100,6 +100,22 @@ test('SIMD kernels (with sketches) and JS loops both select exactly what the pla
       const got = greedyCoreset(f, n, dim, { target, seed: 4, projectionDim, simd });
       assert.deepEqual(Array.from(got), want, `dim ${dim} -> ${d}, simd ${simd}`);
     }
+  }
+});
+
+test('whole-point steps and list steps together select what the plain loop selects (point count not a multiple of four)', () => {
+  const n = 1003;
+  const target = 400;
+  const f = blobs(n, 64, 5, 11, 2);
+  const rng = new SeededRandom(2);
+  const want = plainGreedy(f, n, 64, target, rng.sampleWithoutReplacement(n, 10));
+  for (const simd of [true, false]) {
+    const stats = {} as GreedyCoresetStats;
+    const got = greedyCoreset(f, n, 64, { target, seed: 2, simd, stats });
+    assert.deepEqual(Array.from(got), want, `simd ${simd}`);
+    assert.equal(stats.steps, target);
+    assert.ok(stats.fullScans > 0 && stats.fullScans < target, `both kinds of step ran (${stats.fullScans} whole-point of ${target})`);
+    assert.ok(stats.distanceEvaluations < n * target, 'the pruning saved distance evaluations');
   }
 });
 

@@ -31,6 +31,23 @@ export interface GreedyCoresetOptions {
   onProgress?: (done: number, total: number) => void;
   /** Use the WebAssembly SIMD kernels where the runtime has them (default true); the JS loops select the same points. */
   simd?: boolean;
+  /** Filled with how much work the pruning left (for benchmarks); costs one extra pass per step. */
+  stats?: GreedyCoresetStats;
+}
+
+/** Work counters of one greedyCoreset call. */
+export interface GreedyCoresetStats {
+  steps: number;
+  /** Candidates given to the distance kernel, summed over steps (the pruning's remainder). */
+  distanceEvaluations: number;
+  /** Of those, the ones the sketch ruled out before reading the full row. */
+  screenedOut: number;
+  /** Centre lists the filter could not rule out, summed over steps. */
+  listsVisited: number;
+  /** Steps that scanned every point instead of following the lists. */
+  fullScans: number;
+  /** Largest distance of any point to the selection: the coverage radius (in the projected space). */
+  coverageRadius: number;
 }
 
 /** Number of points a coreset of `count` features keeps: `target`, else max(1, round(ratio * count)). */
@@ -185,7 +202,7 @@ export function greedyCoreset(
   // The projection draws from the stream before the start points do.
   const { kernels, d } = prepareKernels(features, count, dim, projectionDim, target, rng, opts.simd ?? true);
   const starts = rng.sampleWithoutReplacement(count, Math.min(startPoints, count));
-  return kCenterGreedy(kernels, count, d, target, starts, opts.onProgress);
+  return kCenterGreedy(kernels, count, d, target, starts, opts.onProgress, opts.stats);
 }
 
 /** Above this share of points in lists to revisit, one sequential pass beats following the lists. */
@@ -200,11 +217,19 @@ function kCenterGreedy(
   target: number,
   starts: Uint32Array,
   onProgress?: (done: number, total: number) => void,
+  stats?: GreedyCoresetStats,
 ): Uint32Array {
-  const { candidates, candidateD2, near, nearD2 } = kernels;
+  const { candidates, candidateD2, near, nearD2, val, owner, skipBelow, movedIdx, movedFrom, scanCounters } = kernels;
+  if (stats) Object.assign(stats, { steps: 0, distanceEvaluations: 0, screenedOut: 0, listsVisited: 0, fullScans: 0, coverageRadius: 0 });
+  const count = (m: number, visits: number): void => {
+    if (!stats) return;
+    stats.steps++;
+    stats.listsVisited += visits;
+    stats.distanceEvaluations += m;
+    for (let i = 0; i < m; i++) if (candidateD2[i] === Infinity) stats.screenedOut++;
+  };
   // Squared distance of each point to the chosen set (sqrt is monotonic, so argmax and min agree
   // with the Euclidean version); -1 marks chosen points so they are never picked twice.
-  const val = new Float64Array(n);
   for (let i = 0; i < n; i++) candidates[i] = i;
   for (let k = 0; k < starts.length; k++) {
     kernels.exactDistances(n, starts[k]);
@@ -219,21 +244,22 @@ function kCenterGreedy(
   // List c < target holds the points whose distance centre c set last; list `target` holds points
   // still at their start value. Each list knows its size, maximum and the lowest index at it.
   const unassigned = target;
+  // Each list's members are doubly linked (head, next, prev), so whole-point steps can move single points.
   const head = new Int32Array(target + 1);
   const size = new Int32Array(target + 1);
   const listMax = new Float64Array(target + 1);
   const listArg = new Int32Array(target + 1);
   const next = new Int32Array(n);
-  const owner = new Int32Array(n).fill(unassigned);
+  const prev = new Int32Array(n);
+  owner.fill(unassigned);
   const selected = new Uint32Array(target);
   // Lists to visit this step, with a lower bound of dist(centre, picked)^2 for the member test.
   const toVisit = new Int32Array(target + 1);
   const visitBound = new Float64Array(target + 1);
   const candidateEnd = new Int32Array(target + 1);
-  const skipBelow = new Float64Array(target + 1);
 
   // A centre is skipped when it is proved farther than twice its list's radius from the picked point.
-  const setThreshold = (list: number): void => kernels.setCentreRadius(list, head[list] === -1 ? -1 : listMax[list]);
+  const setThreshold = (list: number): void => kernels.setCentreRadius(list, size[list] === 0 ? -1 : listMax[list]);
   // Rebuilt lists run in index order, which keeps their traversal close to sequential.
   const rebuildLists = (lists: number): void => {
     head.fill(-1, 0, lists);
@@ -248,16 +274,46 @@ function kCenterGreedy(
       const v = val[x];
       if (v < 0) continue;
       const list = owner[x];
-      next[x] = head[list];
-      head[list] = x;
+      pushFront(list, x);
       size[list]++;
       if (v >= listMax[list]) {
         listMax[list] = v;
         listArg[list] = x;
       }
     }
-    for (let c = 0; c < lists; c++) setThreshold(c);
   };
+  // Links x in front of `list`'s members (its size and maximum are the caller's).
+  const pushFront = (list: number, x: number): void => {
+    const h = head[list];
+    next[x] = h;
+    prev[x] = -1;
+    if (h !== -1) prev[h] = x;
+    head[list] = x;
+  };
+  const unlink = (list: number, x: number): void => {
+    const pv = prev[x];
+    const nx = next[x];
+    if (pv === -1) head[list] = nx;
+    else next[pv] = nx;
+    if (nx !== -1) prev[nx] = pv;
+    size[list]--;
+  };
+  // Recomputes a list's maximum (ties to the lowest index) from its members.
+  const remax = (list: number): void => {
+    let max = -1;
+    let arg = -1;
+    for (let x = head[list]; x !== -1; x = next[x]) {
+      const v = val[x];
+      if (v > max || (v === max && x < arg)) {
+        max = v;
+        arg = x;
+      }
+    }
+    listMax[list] = max;
+    listArg[list] = arg;
+  };
+  const dirty = new Int32Array(target + 1);
+  const dirtyMark = new Uint8Array(target + 1);
   rebuildLists(0);
 
   const progressStep = Math.max(1, Math.floor(target / 100));
@@ -267,7 +323,7 @@ function kCenterGreedy(
     let p = -1;
     for (let c = 0; c <= t; c++) {
       const list = c === t ? unassigned : c;
-      if (head[list] === -1) continue;
+      if (size[list] === 0) continue;
       const v = listMax[list];
       const a = listArg[list];
       if (v > bestV || (v === bestV && a < p)) {
@@ -291,7 +347,7 @@ function kCenterGreedy(
       visitMembers += size[list];
     };
     if (ownerOfPicked !== unassigned) visit(ownerOfPicked, bestV);
-    if (head[unassigned] !== -1) visit(unassigned, -Infinity);
+    if (size[unassigned] !== 0) visit(unassigned, -Infinity);
     if (t > 0) {
       const found = kernels.nearCentres(t, p, ownerOfPicked);
       for (let i = 0; i < found; i++) visit(near[i], nearD2[i] * (1 - FILTER_MARGIN));
@@ -300,26 +356,53 @@ function kCenterGreedy(
     // Members x with 4 * val[x] < dist(centre, picked)^2 keep their distance; the rest are
     // candidates, screened in one batch (a candidate the sketch proves no closer gets +Infinity).
     if (visitMembers > n * SCAN_FRACTION) {
-      // Most lists are involved (early steps): a sequential pass beats chasing list links.
-      skipBelow.fill(Infinity, 0, t);
+      // Most lists are involved (early steps, or data the pruning suits badly): one pass over every
+      // point beats chasing list links. Only the points that move are relinked.
+      skipBelow.fill(Infinity, 0, t + 1);
       skipBelow[unassigned] = Infinity;
       for (let k = 0; k < visits; k++) skipBelow[toVisit[k]] = visitBound[k] / (4 * (1 + MEMBER_MARGIN));
-      let m = 0;
-      for (let x = 0; x < n; x++) {
-        const vx = val[x];
-        if (vx >= 0 && !(vx < skipBelow[owner[x]])) candidates[m++] = x;
-      }
-      kernels.screenedDistances(m, p);
-      for (let i = 0; i < m; i++) {
-        const x = candidates[i];
-        const dx = candidateD2[i];
-        if (dx < val[x]) {
-          val[x] = dx;
-          owner[x] = t;
-          kernels.setPointBound(x, dx);
+      head[t] = -1;
+      size[t] = 0;
+      listMax[t] = -1;
+      listArg[t] = -1;
+      // The picked point leaves its list, whose maximum it was.
+      let dirtyCount = 0;
+      const markDirty = (list: number): void => {
+        if (!dirtyMark[list]) {
+          dirtyMark[list] = 1;
+          dirty[dirtyCount++] = list;
+        }
+      };
+      unlink(ownerOfPicked, p);
+      markDirty(ownerOfPicked);
+      const moved = kernels.scanAll(n, p, t);
+      for (let i = 0; i < moved; i++) {
+        const x = movedIdx[i];
+        const from = movedFrom[i];
+        unlink(from, x);
+        if (listArg[from] === x) markDirty(from);
+        pushFront(t, x);
+        size[t]++;
+        const v = val[x];
+        if (v > listMax[t] || (v === listMax[t] && x < listArg[t])) {
+          listMax[t] = v;
+          listArg[t] = x;
         }
       }
-      rebuildLists(t + 1);
+      for (let i = 0; i < dirtyCount; i++) {
+        const list = dirty[i];
+        dirtyMark[list] = 0;
+        remax(list);
+        if (list !== unassigned) setThreshold(list);
+      }
+      setThreshold(t);
+      if (stats) {
+        stats.steps++;
+        stats.fullScans++;
+        stats.listsVisited += visits;
+        stats.distanceEvaluations += scanCounters[0];
+        stats.screenedOut += scanCounters[0] - scanCounters[1];
+      }
     } else {
       // Pass 1: members proved unaffected are relinked into their list at once, the others queued.
       let m = 0;
@@ -337,6 +420,8 @@ function kCenterGreedy(
           if (vx >= 0) {
             if (vx < below) {
               next[x] = keepHead;
+              prev[x] = -1;
+              if (keepHead !== -1) prev[keepHead] = x;
               keepHead = x;
               keepSize++;
               if (vx > keepMax || (vx === keepMax && x < keepArg)) {
@@ -356,6 +441,7 @@ function kCenterGreedy(
         candidateEnd[k] = m;
       }
       kernels.screenedDistances(m, p);
+      count(m, visits);
       // Pass 2: each candidate moves to the new centre's list or stays in its own.
       let newHead = -1;
       let newSize = 0;
@@ -377,6 +463,8 @@ function kCenterGreedy(
             owner[x] = t;
             kernels.setPointBound(x, dx);
             next[x] = newHead;
+            prev[x] = -1;
+            if (newHead !== -1) prev[newHead] = x;
             newHead = x;
             newSize++;
             if (dx > newMax || (dx === newMax && x < newArg)) {
@@ -385,6 +473,8 @@ function kCenterGreedy(
             }
           } else {
             next[x] = keepHead;
+            prev[x] = -1;
+            if (keepHead !== -1) prev[keepHead] = x;
             keepHead = x;
             keepSize++;
             if (vx > keepMax || (vx === keepMax && x < keepArg)) {
@@ -407,6 +497,11 @@ function kCenterGreedy(
     }
 
     if (onProgress && ((t + 1) % progressStep === 0 || t + 1 === target)) onProgress(t + 1, target);
+  }
+  if (stats) {
+    let max = 0;
+    for (let i = 0; i < n; i++) max = Math.max(max, val[i]);
+    stats.coverageRadius = Math.sqrt(max);
   }
   return selected;
 }

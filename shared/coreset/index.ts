@@ -1,2 +1,2 @@
-export { coresetTarget, greedyCoreset, randomProjection, type GreedyCoresetOptions } from './greedy.js';
+export { coresetTarget, greedyCoreset, randomProjection, type GreedyCoresetOptions, type GreedyCoresetStats } from './greedy.js';
 export { SeededRandom } from './random.js';

@@ -2,15 +2,15 @@
 // output summed in float64 in input order and rounded to float32, on the SIMD projection kernel
 // when the runtime has it (and cols is a multiple of 8), else in plain loops with the same result.
 
-import { greedyKernelModule } from './greedy-kernels.js';
-import { instantiate, wasm } from './wasm-module.js';
+import { kernelModule, type Kernels } from '../wasm/kernels.js';
+import { createMemory, instantiate } from '../wasm/runtime.js';
 
 /** out (rows x cols) = a (rows x inner) times bT (cols x inner, i.e. B stored output-major) transposed. */
 export function multiplyTransposed(a: Float32Array, rows: number, inner: number, bT: Float32Array, cols: number): Float32Array {
   if (a.length !== rows * inner || bT.length !== cols * inner) {
     throw new Error(`multiplyTransposed: got ${a.length} and ${bT.length} values for ${rows}x${inner} and ${cols}x${inner}`);
   }
-  const module = cols % 8 === 0 && rows >= 2 ? greedyKernelModule() : null;
+  const module = cols % 8 === 0 && rows >= 2 ? kernelModule() : null;
   if (!module) return multiplyScalar(a, rows, inner, bT, cols);
   const aBytes = rows * inner * 4;
   const wBytes = inner * cols * 8;
@@ -20,8 +20,9 @@ export function multiplyTransposed(a: Float32Array, rows: number, inner: number,
   const outAt = wAt + Math.ceil(wBytes / 64) * 64;
   const total = outAt + outBytes;
   if (total > 2 ** 31) return multiplyScalar(a, rows, inner, bT, cols);
-  const memory = new wasm.Memory({ initial: Math.ceil(total / 65536) });
-  const k = instantiate<{ project: (...args: number[]) => void }>(module, memory);
+  const memory = createMemory(total);
+  if (!memory) return multiplyScalar(a, rows, inner, bT, cols);
+  const k = instantiate<Kernels>(module, memory);
   new Float32Array(memory.buffer, aAt, rows * inner).set(a);
   // Weights blocked by 8 outputs: block b holds B[j][8b .. 8b + 7] for every j, as float64.
   const w = new Float64Array(memory.buffer, wAt, inner * cols);
