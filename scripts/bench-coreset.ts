@@ -27,8 +27,8 @@ async function loadFeatures(dataDir: string, limit: number, cacheDir: string): P
   const { DEFAULT_FRAME_SPEC } = await import('../shared/image/index.js');
   const { defaultWeightsPath } = await import('../shared/paths.js');
   const { extractFeatures } = await import('../shared/pipeline/extract.js');
-  const { localSources } = await import('../shared/pipeline/local-source.js');
-  const { StageTimer } = await import('../shared/pipeline/timings.js');
+  const { localSources } = await import('../shared/run/sources.js');
+  const { StageTimer } = await import('../shared/run/timings.js');
   const dataset = listMvtecDataset(dataDir, { train: true });
   const train = limit ? dataset.train.slice(0, limit) : dataset.train;
   const recipe = getRecipe('paper');
