@@ -1,3 +1,4 @@
+// test-lane: integration (real redis-server, s3rver or Chromium)
 // Flows against a real redis-server: children processed, parent sees their results, ids deduplicate,
 // a failing shard is retried with backoff and its reason shows in runProgress.
 import { after, before, test } from 'node:test';

@@ -1,3 +1,4 @@
+// test-lane: integration (real redis-server, s3rver or Chromium)
 // The Prometheus exposition: what prom-client must guarantee for it (escaping, cumulative buckets, refused names),
 // the registry of one process with two queues, then /metrics of a live worker on a real redis-server (counters,
 // histogram, images, queue backlog with failed jobs, stalled jobs, and a scrape that stays fast while Redis does

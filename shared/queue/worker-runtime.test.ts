@@ -1,3 +1,4 @@
+// test-lane: integration (real redis-server, s3rver or Chromium)
 // The worker runtime against real redis-servers: health endpoint and counters, per-job log context,
 // payload validation, permanent versus transient errors, graceful close, hand-back after the grace period,
 // and signal handling.

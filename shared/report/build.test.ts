@@ -1,3 +1,4 @@
+// test-lane: integration (real redis-server, s3rver or Chromium)
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
