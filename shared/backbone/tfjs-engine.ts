@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { createLogger, type Logger } from '../log.js';
 import { nhwc, type NhwcTensor } from '../tensor.js';
 import { KerasWeights } from '../weights/keras-h5.js';
-import { assertBackboneInput, type BackboneEngine, type CreateBackboneOptions } from './engine.js';
+import { assertBackboneInput, type BackboneEngine, type CreateBackboneOptions } from './types.js';
 import {
   INPUT_NAME,
   RESNET50_OPS,
