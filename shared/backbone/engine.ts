@@ -1,11 +1,7 @@
 // The one place that picks a backbone backend. The interface and options live in types.ts (which the
 // backends import); they are re-exported here so callers need one import.
-import {
-  ENGINE_NAMES,
-  PRECISIONS,
-  type BackboneEngine,
-  type CreateBackboneOptions,
-} from './types.js';
+import { UserError } from '../errors.js';
+import { ENGINE_NAMES, PRECISIONS, type BackboneEngine, type CreateBackboneOptions } from './types.js';
 
 export type { BackboneLayer } from './resnet50.js';
 export type { ActivationRanges } from './quantize.js';
@@ -34,7 +30,7 @@ async function tfjsGpuAvailable(): Promise<boolean> {
 export async function createBackbone(opts: CreateBackboneOptions): Promise<BackboneEngine> {
   const precision = opts.precision ?? 'fp32';
   if (!(PRECISIONS as readonly string[]).includes(precision)) {
-    throw new Error(`unknown backbone precision "${String(precision)}"; choose from ${PRECISIONS.join(', ')}`);
+    throw new UserError(`backbone precision "${String(precision)}" is unknown; choose from ${PRECISIONS.join(', ')}`);
   }
   const requested = opts.engine ?? 'auto';
   // Lower precisions exist only as ONNX graphs, so 'auto' means onnx for them.
@@ -43,7 +39,7 @@ export async function createBackbone(opts: CreateBackboneOptions): Promise<Backb
   switch (engine) {
     case 'tfjs': {
       if (precision !== 'fp32') {
-        throw new Error(`backbone precision "${precision}" needs the onnx engine, not tfjs`);
+        throw new UserError(`backbone precision "${precision}" needs the onnx engine, not tfjs`);
       }
       const { createTfjsBackbone } = await import('./tfjs-engine.js');
       return createTfjsBackbone(opts);

@@ -124,7 +124,8 @@ export function quantizeWeightsPerChannel(
   for (let o = 0; o < outChannels; o++) {
     let absMax = 0;
     for (let i = o * per; i < (o + 1) * per; i++) absMax = Math.max(absMax, Math.abs(oihw[i]));
-    const scale = absMax > 0 ? absMax / 127 : 1;
+    // The float32 value ORT dequantises with.
+    const scale = absMax > 0 ? Math.fround(absMax / 127) : 1;
     scales[o] = scale;
     for (let i = o * per; i < (o + 1) * per; i++) {
       values[i] = Math.max(-127, Math.min(127, Math.round(oihw[i] / scale)));
