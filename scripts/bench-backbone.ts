@@ -30,7 +30,8 @@ import { DEFAULT_FRAME_SPEC, decodeMask, loadModelInput, maskToFrame } from '../
 import { createLogger } from '../shared/log.js';
 import { sharedDir } from '../shared/paths.js';
 import { defaultWeightsPath } from '../shared/paths.js';
-import { nhwc, type NhwcTensor } from '../shared/tensor.js';
+import type { NhwcTensor } from '../shared/tensor.js';
+import { DEFAULT_CALIBRATION_IMAGES, calibrationBatches } from '../shared/backbone/calibration.js';
 import type { ModelManifest } from '../shared/model/manifest.js';
 import { DEFAULT_HNSW } from '../shared/bank/index.js';
 import { buildBank } from '../shared/pipeline/build-bank.js';
@@ -45,7 +46,7 @@ import { readFile } from 'node:fs/promises';
 const BATCH = 8;
 const { values: args } = parseArgs({
   options: {
-    'calibration-images': { type: 'string', default: '16' },
+    'calibration-images': { type: 'string', default: String(DEFAULT_CALIBRATION_IMAGES) },
     calibration: { type: 'string', default: 'minmax,percentile:99.99' },
     images: { type: 'string', default: '16' },
     rounds: { type: 'string', default: '3' },
@@ -86,16 +87,8 @@ const report: Record<string, unknown> = { load_before: loadavg(), cores: availab
 /** Preprocessed images in batches of BATCH (the last one may be smaller). */
 async function batchesOf(root: string, images: DatasetImage[]): Promise<NhwcTensor[]> {
   const inputs = [];
-  for (const img of images) inputs.push((await loadModelInput(join(root, img.path), DEFAULT_FRAME_SPEC)).input);
-  const { crop } = DEFAULT_FRAME_SPEC as { crop: number };
-  const out: NhwcTensor[] = [];
-  for (let i = 0; i < inputs.length; i += BATCH) {
-    const part = inputs.slice(i, i + BATCH);
-    const data = new Float32Array(part.reduce((s, p) => s + p.length, 0));
-    part.forEach((p, k) => data.set(p, k * p.length));
-    out.push(nhwc(data, part.length, crop, crop, 3));
-  }
-  return out;
+  for (const img of images) inputs.push(await loadModelInput(join(root, img.path), DEFAULT_FRAME_SPEC));
+  return calibrationBatches(inputs, BATCH);
 }
 
 /** Relative error of `actual` against `expected`: max |a-b| / max |b|, and ||a-b|| / ||b||. */

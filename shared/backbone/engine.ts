@@ -6,6 +6,7 @@ import { ENGINE_NAMES, PRECISIONS, type BackboneEngine, type CreateBackboneOptio
 export type { BackboneLayer } from './resnet50.js';
 export type { ActivationRanges } from './quantize.js';
 export { BACKBONE_LAYERS } from './resnet50.js';
+export { DEFAULT_CALIBRATION_IMAGES, calibrationBatches } from './calibration.js';
 export {
   ENGINE_NAMES,
   PRECISIONS,

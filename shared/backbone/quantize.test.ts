@@ -9,6 +9,7 @@ import {
   uint8Params,
 } from './quantize.js';
 import { opsUpTo } from './resnet50.js';
+import { calibrationBatches } from './calibration.js';
 
 test('uint8 parameters cover the range, keep 0 exact, and give a ReLU range zero point 0', () => {
   const relu = uint8Params([0, 25.5]);
@@ -65,4 +66,12 @@ test('activation ranges must cover every tensor of the network with ordered boun
   const { conv2_block1_2_relu: _, ...missing } = ranges;
   assert.throws(() => assertActivationRanges(missing, ops), /"conv2_block1_2_relu" is undefined/);
   assert.throws(() => assertActivationRanges({ ...ranges, pool1_pool: [2, 1] }, ops), /"pool1_pool" is \[2,1\]/);
+});
+
+test('calibration images stack into batches of one size', () => {
+  const img = (w: number, h: number, v: number) => ({ input: new Float32Array(w * h * 3).fill(v), frame: { width: w, height: h } });
+  const batches = calibrationBatches([img(16, 16, 1), img(16, 16, 2), img(16, 16, 3), img(32, 16, 4)], 2);
+  assert.deepEqual(batches.map((b) => [b.n, b.h, b.w]), [[2, 16, 16], [1, 16, 16], [1, 16, 32]]);
+  assert.equal(batches[0].data[16 * 16 * 3], 2);
+  assert.throws(() => calibrationBatches([{ input: new Float32Array(5), frame: { width: 16, height: 16 } }]), /calibration image 0 has 5 values/);
 });
