@@ -206,7 +206,7 @@ async function patchcoreMetrics(root: string, precision: Precision): Promise<Rec
   }
   const t0 = performance.now();
   const backbone = await createBackbone({ engine: 'onnx', weightsPath, logger, precision, calibration });
-  const ranges: ActivationRanges | undefined = (backbone as OnnxBackbone).activationRanges;
+  const ranges: ActivationRanges | undefined = backbone.activationRanges;
   const features = new FeatureMatrix(ds.train.length, recipe.dim);
   for await (const r of extractFeatures(localSources(ds.root, ds.train), { backbone, recipe, frame, batchSize: BATCH, timer })) {
     if (!r.ok) throw new Error(`${r.id}: ${r.error}`);

@@ -160,7 +160,6 @@ export class OnnxBackbone implements BackboneEngine {
   readonly intraOpThreads: number;
   readonly weightsSha256: string;
   readonly precision: 'fp32' | 'int8';
-  /** int8: the activation ranges in use (record them with a model so scoring quantises alike). */
   readonly activationRanges: ActivationRanges | undefined;
   private folded: Map<string, FoldedConv> | null;
   /** Key: the requested layers in network order, comma-joined. */

@@ -62,6 +62,8 @@ test('recorded activation ranges rebuild the same int8 network (what scoring doe
     calibration: { ranges: structuredClone(int8.activationRanges!) },
   });
   try {
+    assert.equal(again.precision, 'int8');
+    assert.deepEqual(again.activationRanges, int8.activationRanges);
     const a = await int8.run(defect, ['conv3_block4_out']);
     const b = await again.run(defect, ['conv3_block4_out']);
     assert.deepEqual(b.conv3_block4_out.data, a.conv3_block4_out.data);

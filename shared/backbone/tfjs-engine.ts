@@ -107,6 +107,7 @@ export async function createTfjsBackbone(opts: CreateBackboneOptions): Promise<T
 
 export class TfjsBackbone implements BackboneEngine {
   readonly name = 'tfjs';
+  readonly precision = 'fp32';
   readonly backend: string;
   readonly wasmBuild: TfRuntime['wasmBuild'];
   readonly weightsSha256: string;

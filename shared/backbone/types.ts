@@ -23,6 +23,11 @@ export interface BackboneEngine {
    * Returns one NHWC tensor per requested layer, keyed by layer name. */
   run(input: NhwcTensor, layers: BackboneLayer[]): Promise<Record<string, NhwcTensor>>;
   dispose(): void;
+  /** The arithmetic it runs (absent: 'fp32'). */
+  readonly precision?: Precision;
+  /** int8: the activation ranges in use; record them with a model (manifest) so that scoring
+   * quantises exactly as training did: createBackbone({ precision: 'int8', calibration: { ranges } }). */
+  readonly activationRanges?: ActivationRanges;
 }
 
 export interface CreateBackboneOptions {
