@@ -10,6 +10,7 @@
 //   --metrics                also fits and evaluates PatchCore on both categories with each precision through the
 //                            library's parts (extractFeatures, buildBank, scoreImage, computeMetrics), the int8
 //                            model calibrated on its own first N training images; prints image/pixel AUROC, AUPRO
+//   --precisions <p,...>     what --metrics compares (fp32,int8)
 //   --categories <a,b>       category folders ($PATCHCORE_SHARED_DIR/datasets/mvtec_ad/bottle,.../visa/capsules)
 //   --coreset-ratio R        coreset ratio for --metrics (default: the recipe's, 0.1)
 //   --json <file>            writes every figure as JSON
@@ -52,6 +53,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '3' },
     'probe-bf16': { type: 'boolean', default: false },
     metrics: { type: 'boolean', default: false },
+    precisions: { type: 'string', default: 'fp32,int8' },
     'skip-speed': { type: 'boolean', default: false },
     categories: { type: 'string' },
     'coreset-ratio': { type: 'string' },
@@ -241,7 +243,7 @@ async function patchcoreMetrics(root: string, precision: Precision): Promise<Rec
 async function metrics(): Promise<void> {
   const rows: Record<string, unknown>[] = [];
   for (const root of categories) {
-    for (const precision of ['fp32', 'int8'] as const) {
+    for (const precision of args.precisions!.split(',') as Precision[]) {
       const row = { category: root.split('/').filter(Boolean).pop(), ...(await patchcoreMetrics(root, precision)) };
       console.log(JSON.stringify(row));
       rows.push(row);
