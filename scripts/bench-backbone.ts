@@ -107,8 +107,8 @@ function errors(actual: Float32Array, expected: Float32Array): { max: number; l2
 }
 
 function probeBf16(): Promise<string> {
-  // One 3x3 Conv on bfloat16 input and weight; the model is valid ONNX (Conv takes bfloat16 since opset 22? no:
-  // the schema's T is float16/float/double up to opset 21 and adds bfloat16 at 22), so opset 22.
+  // One 3x3 Conv on bfloat16 input and weight, at opset 22 (where Conv's type list gained bfloat16), so the
+  // model is valid ONNX and only a missing kernel can refuse it.
   const { onnx } = onnxProto;
   const BF16 = onnx.TensorProto.DataType.BFLOAT16;
   const w = new Uint16Array(8 * 8 * 9).fill(0x3f80); // 1.0 in bfloat16
