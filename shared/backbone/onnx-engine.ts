@@ -1,17 +1,19 @@
 // The ResNet-50 backbone on ONNX Runtime (onnxruntime-node). The model is generated in memory from
 // the shared op list (onnx-graph.ts); one session per set of requested layers, so a caller asking
 // only for conv3+conv4 never pays for exporting conv2. CPU by default; CUDA when asked for and its
-// provider library is installed, else CPU with a log line saying why.
+// provider library is installed, else CPU with a log line saying why. Precision 'int8' runs the QDQ
+// graph (quantize.ts) with activation ranges measured once, at creation, on calibration images.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import ort from 'onnxruntime-node';
+import { UserError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { nhwc, type NhwcTensor } from '../tensor.js';
 import { KerasWeights } from '../weights/keras-h5.js';
-import { assertBackboneInput, type BackboneEngine } from './engine.js';
-import { buildResnetOnnxFromFolded, type OnnxInputLayout } from './onnx-graph.js';
+import { activationOutputName, buildResnetOnnxFromFolded, type OnnxInputLayout } from './onnx-graph.js';
+import { RangeCollector, activationTensors, assertActivationRanges, type ActivationRanges } from './quantize.js';
 import {
   BACKBONE_LAYERS,
   BACKBONE_OUTPUTS,
@@ -21,6 +23,13 @@ import {
   type BackboneLayer,
   type FoldedConv,
 } from './resnet50.js';
+import {
+  PRECISIONS,
+  assertBackboneInput,
+  type BackboneCalibration,
+  type BackboneEngine,
+  type Precision,
+} from './types.js';
 
 type InferenceSession = import('onnxruntime-node').InferenceSession;
 type SessionOptions = import('onnxruntime-node').InferenceSession.SessionOptions;
@@ -33,7 +42,16 @@ export interface CreateOnnxBackboneOptions {
   executionProviders?: string[];
   /** Threads inside each op (default: one per core). */
   intraOpThreads?: number;
+  /** Default 'fp32'. 'int8' needs `calibration`; 'bf16' is refused (see BF16_UNSUPPORTED). */
+  precision?: Precision;
+  calibration?: BackboneCalibration;
 }
+
+/** Why there is no bf16 backbone: ONNX Runtime's CPU provider registers no bfloat16 kernel for Conv
+ * (or any arithmetic op), so such a graph fails at session creation (scripts/bench-backbone.ts
+ * --probe-bf16 shows ORT's own error), and this Node binding ships no provider that has one. */
+export const BF16_UNSUPPORTED =
+  'ONNX Runtime (onnxruntime-node CPU provider) has no bfloat16 Conv kernel, so a bf16 backbone cannot run; use fp32 or int8';
 
 export type OnnxBackend = 'cpu' | 'cuda';
 
@@ -62,6 +80,14 @@ export async function createOnnxBackbone(opts: CreateOnnxBackboneOptions): Promi
   if (!Number.isInteger(threads) || threads < 1) {
     throw new Error(`intraOpThreads must be a positive integer, got ${String(opts.intraOpThreads)}`);
   }
+  const precision = opts.precision ?? 'fp32';
+  if (!(PRECISIONS as readonly string[]).includes(precision)) {
+    throw new UserError(`backbone precision "${String(precision)}" is unknown; choose from ${PRECISIONS.join(', ')}`);
+  }
+  if (precision === 'bf16') throw new UserError(BF16_UNSUPPORTED);
+  if (precision === 'int8' && !opts.calibration) {
+    throw new UserError('backbone precision int8 needs calibration images (or the activation ranges of a model)');
+  }
   const requested = opts.executionProviders ?? ['cpu'];
   for (const ep of requested) {
     if (ep !== 'cpu' && ep !== 'cuda') {
@@ -78,13 +104,21 @@ export async function createOnnxBackbone(opts: CreateOnnxBackboneOptions): Promi
   }
   logger.info({ weights: opts.weightsPath, sha256: weights.sha256, convs: folded.size }, 'backbone weights loaded');
 
+  let ranges: ActivationRanges | undefined;
+  if (precision === 'int8') {
+    ranges = await activationRangesOf(folded, opts.calibration!, threads, logger);
+  }
+
   let backend: OnnxBackend = 'cpu';
   let first: { layers: BackboneLayer[]; session: InferenceSession } | undefined;
   if (requested.includes('cuda')) {
     // The provider is decided now, so `backend` is true from the start: the full network is
     // built on CUDA once, and kept as the session for all three layers.
     const reason = missingCudaProvider();
-    if (reason) {
+    if (precision === 'int8') {
+      // ORT's QLinearConv is a CPU kernel; on CUDA the QDQ graph would fall back node by node.
+      logger.warn({ precision }, 'int8 backbone runs on the cpu provider only; not using cuda');
+    } else if (reason) {
       logger.warn({ reason }, 'onnx cuda execution provider unavailable, using cpu');
     } else {
       const layers = [...BACKBONE_LAYERS];
@@ -97,8 +131,8 @@ export async function createOnnxBackbone(opts: CreateOnnxBackboneOptions): Promi
       }
     }
   }
-  logger.info({ provider: backend, intraOpThreads: threads, ort: ort.env.versions.node }, 'onnx backbone ready');
-  const engine = new OnnxBackbone(folded, backend, threads, weights.sha256, logger);
+  logger.info({ provider: backend, precision, intraOpThreads: threads, ort: ort.env.versions.node }, 'onnx backbone ready');
+  const engine = new OnnxBackbone(folded, backend, threads, weights.sha256, logger, ranges);
   if (first) engine.adoptSession(first.layers, first.session);
   return engine;
 }
@@ -125,6 +159,8 @@ export class OnnxBackbone implements BackboneEngine {
   readonly backend: OnnxBackend;
   readonly intraOpThreads: number;
   readonly weightsSha256: string;
+  readonly precision: 'fp32' | 'int8';
+  readonly activationRanges: ActivationRanges | undefined;
   private folded: Map<string, FoldedConv> | null;
   /** Key: the requested layers in network order, comma-joined. */
   private readonly sessions = new Map<string, Promise<InferenceSession>>();
@@ -136,8 +172,11 @@ export class OnnxBackbone implements BackboneEngine {
     intraOpThreads: number,
     weightsSha256: string,
     logger: Logger,
+    activationRanges?: ActivationRanges,
   ) {
     this.folded = folded;
+    this.precision = activationRanges ? 'int8' : 'fp32';
+    this.activationRanges = activationRanges;
     this.backend = backend;
     this.intraOpThreads = intraOpThreads;
     this.weightsSha256 = weightsSha256;
@@ -177,11 +216,12 @@ export class OnnxBackbone implements BackboneEngine {
       const started = performance.now();
       const model = buildResnetOnnxFromFolded(this.folded!, [...key.split(',')] as BackboneLayer[], {
         inputLayout: INPUT_LAYOUT,
+        int8: this.activationRanges ? { ranges: this.activationRanges } : undefined,
       });
       session = ort.InferenceSession.create(model, sessionOptions(this.backend, this.intraOpThreads)).then(
         (s) => {
           this.logger.info(
-            { layers: key, provider: this.backend, modelBytes: model.length, ms: Math.round(performance.now() - started) },
+            { layers: key, provider: this.backend, precision: this.precision, modelBytes: model.length, ms: Math.round(performance.now() - started) },
             'onnx session created',
           );
           return s;
@@ -208,4 +248,42 @@ export class OnnxBackbone implements BackboneEngine {
 
 function sessionKey(layers: readonly BackboneLayer[]): string {
   return BACKBONE_LAYERS.filter((layer) => layers.includes(layer)).join(',');
+}
+
+/** The int8 activation ranges: given, or measured by running the fp32 network (all layers) on the
+ * calibration images with every activation exposed, min/max over all of them. */
+async function activationRangesOf(
+  folded: ReadonlyMap<string, FoldedConv>,
+  calibration: BackboneCalibration,
+  threads: number,
+  logger: Logger,
+): Promise<ActivationRanges> {
+  const ops = RESNET50_OPS;
+  if ('ranges' in calibration) {
+    assertActivationRanges(calibration.ranges, ops);
+    return calibration.ranges;
+  }
+  const { images } = calibration;
+  const collector = new RangeCollector(calibration.method ?? 'minmax', calibration.percentile);
+  if (!Array.isArray(images) || images.length === 0) {
+    throw new UserError('int8 calibration needs at least one image batch');
+  }
+  const started = performance.now();
+  const model = buildResnetOnnxFromFolded(folded, [...BACKBONE_LAYERS], { inputLayout: INPUT_LAYOUT, exposeActivations: true });
+  const session = await ort.InferenceSession.create(model, sessionOptions('cpu', threads));
+  let count = 0;
+  try {
+    for (const batch of images) {
+      assertBackboneInput(batch);
+      const results = await session.run({ input: new ort.Tensor('float32', batch.data, [batch.n, batch.h, batch.w, batch.c]) });
+      for (const name of activationTensors(ops)) {
+        collector.add(name, results[activationOutputName(name)].data as Float32Array);
+      }
+      count += batch.n;
+    }
+  } finally {
+    await session.release();
+  }
+  logger.info({ images: count, method: collector.method, ms: Math.round(performance.now() - started) }, 'int8 backbone calibrated');
+  return collector.ranges();
 }

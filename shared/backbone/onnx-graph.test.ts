@@ -4,7 +4,11 @@ import onnxProto from 'onnx-proto';
 import ort from 'onnxruntime-node';
 import { defaultWeightsPath } from '../paths.js';
 import { KerasWeights } from '../weights/keras-h5.js';
-import { ONNX_OPSET, buildResnetOnnx, buildResnetOnnxFromFolded } from './onnx-graph.js';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ONNX_OPSET, activationOutputName, buildResnetOnnx, buildResnetOnnxFromFolded } from './onnx-graph.js';
+import { activationTensors, type ActivationRanges } from './quantize.js';
 import { BACKBONE_OUTPUTS, RESNET50_OPS, foldedConvWeights, opsUpTo, type FoldedConv } from './resnet50.js';
 
 const { onnx } = onnxProto;
@@ -14,7 +18,7 @@ type Onnx = typeof onnxProto.onnx;
 interface DecodedGraph {
   input: InstanceType<Onnx['ValueInfoProto']>[];
   output: InstanceType<Onnx['ValueInfoProto']>[];
-  node: { name: string; opType: string; input: string[]; attribute: InstanceType<Onnx['AttributeProto']>[] }[];
+  node: { name: string; opType: string; domain: string; input: string[]; attribute: InstanceType<Onnx['AttributeProto']>[] }[];
   initializer: InstanceType<Onnx['TensorProto']>[];
 }
 
@@ -100,4 +104,60 @@ test('bad arguments are named in the error', async () => {
   const partial = new Map(f);
   partial.delete('conv2_block2_1_conv');
   assert.throws(() => buildResnetOnnxFromFolded(partial, ['conv2_block3_out']), /conv2_block2_1_conv/);
+});
+
+/** Plausible ranges for every tensor: ReLU outputs from 0, the rest signed. */
+function someRanges(layers: Parameters<typeof opsUpTo>[0]): ActivationRanges {
+  const ops = opsUpTo(layers);
+  const signed = new Set([...ops.filter((op) => op.kind === 'conv' && !op.relu).map((op) => op.output), 'input']);
+  return Object.fromEntries(activationTensors(ops).map((t) => [t, signed.has(t) ? [-100, 100] : [0, 10]]));
+}
+
+test('the int8 graph is QDQ: int8 weights per channel, no Relu, and ORT fuses it into integer kernels only', async () => {
+  const layers = ['conv3_block4_out'] as const;
+  const ops = opsUpTo([...layers]);
+  const bytes = buildResnetOnnxFromFolded(await folded, [...layers], { int8: { ranges: someRanges([...layers]) } });
+  const graph = decodeGraph(bytes);
+  const count = (type: string) => graph.node.filter((n) => n.opType === type).length;
+  const convs = ops.filter((op) => op.kind === 'conv').length;
+  const adds = ops.filter((op) => op.kind === 'add').length;
+  assert.equal(count('Conv'), convs);
+  assert.equal(count('Relu'), 0, 'ReLU is the zero point 0 of the next QuantizeLinear');
+  assert.equal(count('QuantizeLinear'), activationTensors(ops).length);
+  const w = graph.initializer.find((t) => t.name === 'conv2_block1_2_conv/W_q')!;
+  assert.equal(w.dataType, onnx.TensorProto.DataType.INT8);
+  assert.deepEqual(w.dims.map(Number), [64, 64, 3, 3]);
+  assert.deepEqual(graph.initializer.find((t) => t.name === 'conv2_block1_2_conv/W_scale')!.dims.map(Number), [64]);
+
+  // What ORT makes of it at the level the engine uses: every Conv a QLinearConv, every Add a
+  // QLinearAdd, one QuantizeLinear at the input and one DequantizeLinear at the output, nothing in float.
+  const dir = await mkdtemp(join(tmpdir(), 'int8-graph-'));
+  try {
+    const path = join(dir, 'optimized.onnx');
+    const session = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'all', optimizedModelFilePath: path, logSeverityLevel: 3 });
+    await session.release();
+    const optimized = decodeGraph(await readFile(path));
+    const kinds = (type: string) => optimized.node.filter((n) => n.opType === type).length;
+    assert.equal(kinds('QLinearConv'), convs);
+    assert.equal(kinds('QLinearAdd'), adds);
+    assert.equal(kinds('QuantizeLinear'), 1);
+    assert.equal(kinds('DequantizeLinear'), 1);
+    assert.equal(kinds('Conv') + kinds('FusedConv') + kinds('Add'), 0, 'no float conv or add left');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('int8 ranges are checked: every tensor present, ReLU outputs never below 0; calibration outputs expose each activation', async () => {
+  const f = await folded;
+  const ranges = someRanges(['conv2_block3_out']);
+  assert.throws(
+    () => buildResnetOnnxFromFolded(f, ['conv2_block3_out'], { int8: { ranges: { ...ranges, conv2_block2_1_relu: [-1, 5] } } }),
+    /"conv2_block2_1_relu" follows a ReLU/,
+  );
+  const { pool1_pool: _, ...missing } = ranges;
+  assert.throws(() => buildResnetOnnxFromFolded(f, ['conv2_block3_out'], { int8: { ranges: missing } }), /"pool1_pool"/);
+  const exposed = decodeGraph(buildResnetOnnxFromFolded(f, ['conv2_block3_out'], { exposeActivations: true }));
+  const names = activationTensors(opsUpTo(['conv2_block3_out']));
+  assert.deepEqual(exposed.output.map((o) => o.name), ['conv2_block3_out', ...names.map(activationOutputName)]);
 });

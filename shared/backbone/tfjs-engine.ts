@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { createLogger, type Logger } from '../log.js';
 import { nhwc, type NhwcTensor } from '../tensor.js';
 import { KerasWeights } from '../weights/keras-h5.js';
-import { assertBackboneInput, type BackboneEngine, type CreateBackboneOptions } from './engine.js';
+import { assertBackboneInput, type BackboneEngine, type CreateBackboneOptions } from './types.js';
 import {
   INPUT_NAME,
   RESNET50_OPS,
@@ -107,6 +107,7 @@ export async function createTfjsBackbone(opts: CreateBackboneOptions): Promise<T
 
 export class TfjsBackbone implements BackboneEngine {
   readonly name = 'tfjs';
+  readonly precision = 'fp32';
   readonly backend: string;
   readonly wasmBuild: TfRuntime['wasmBuild'];
   readonly weightsSha256: string;
