@@ -37,11 +37,12 @@ import type { ModelManifest } from '../shared/model/manifest.js';
 import { DEFAULT_HNSW } from '../shared/bank/index.js';
 import { buildBank } from '../shared/pipeline/build-bank.js';
 import { extractFeatures } from '../shared/pipeline/extract.js';
-import { FeatureMatrix } from '../shared/pipeline/fit.js';
-import { localSources } from '../shared/pipeline/local-source.js';
-import { computeMetrics, type ScoredImage } from '../shared/pipeline/metrics.js';
+import { FeatureMatrix } from '../shared/pipeline/feature-matrix.js';
+import { localSources } from '../shared/run/sources.js';
+import { computeMetrics } from '../shared/evaluation/metrics.js';
+import type { ScoredImage } from '../shared/evaluation/types.js';
 import { scoreImage } from '../shared/pipeline/score-image.js';
-import { StageTimer } from '../shared/pipeline/timings.js';
+import { StageTimer } from '../shared/run/timings.js';
 import { readFile } from 'node:fs/promises';
 
 const BATCH = 8;
