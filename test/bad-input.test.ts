@@ -63,7 +63,7 @@ test('fit: broken training files are skipped and listed one by one; odd but vali
   assert.deepEqual(Object.keys(skipped).sort(), ['zz-bomb', 'zz-corrupt', 'zz-notes', 'zz-truncated', 'zz-zero'].map((n) => `train/good/${n}.png`));
   assert.equal(skipped['train/good/zz-zero.png'], 'Cannot decode image "train/good/zz-zero.png": zero-byte file');
   assert.equal(skipped['train/good/zz-notes.png'], 'Cannot decode image "train/good/zz-notes.png": not an image (unknown format)');
-  assert.equal(skipped['train/good/zz-bomb.png'], 'Cannot decode image "train/good/zz-bomb.png": 30000x30000 exceeds the 100000000-pixel limit');
+  assert.equal(skipped['train/good/zz-bomb.png'], 'Cannot decode image "train/good/zz-bomb.png": 30000x30000 exceeds the 40000000-pixel limit');
   assert.match(skipped['train/good/zz-truncated.png'], /^Cannot decode image "train\/good\/zz-truncated.png": truncated or corrupt: .+/);
   assert.match(skipped['train/good/zz-corrupt.png'], /^Cannot decode image "train\/good\/zz-corrupt.png": truncated or corrupt: .+/);
 });
