@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { AUTOENCODER_TRAINING_DEFAULTS } from '../shared/autoencoder/fit.js';
 import { DEFAULT_AUTOENCODER_CONFIG } from '../shared/autoencoder/architecture.js';
-import { ENGINE_NAMES } from '../shared/backbone/engine.js';
+import { ENGINE_NAMES, PRECISIONS } from '../shared/backbone/engine.js';
 import { RECIPE_NAMES, getRecipe } from '../shared/features/recipes.js';
 import { defaultDatasetDir, defaultWeightsPath } from '../shared/paths.js';
 import { CliOption, choice, intFlag, numberFlag, option, optionTable, positiveInt, ratio, sizeOrNone, toggle } from './args.js';
@@ -30,6 +30,8 @@ export const OPTIONS = optionTable([
     .default(() => defaultWeightsPath(), '$PATCHCORE_WEIGHTS or the shared file'),
   choice('engine', ENGINE_NAMES, 'backbone engine; auto: TF.js on a GPU, else ONNX Runtime').default('auto'),
   option('batch-size', '<n>', positiveInt, 'images per backbone / training batch').default(8),
+  choice('precision', PRECISIONS, 'backbone arithmetic. int8: ONNX Runtime on CPU, activations calibrated on the first training images and recorded in the model, which evaluate then reuses (may cost some AUROC); bf16: refused, no bfloat16 Conv on the CPU provider')
+    .default('fp32'),
 
   // The frame every image is brought to
   option('resize', '<n|none>', sizeOrNone, 'shorter side before cropping').default(256),

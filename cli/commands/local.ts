@@ -12,7 +12,7 @@ import { UsageError, defineCommand, heading } from '../args.js';
 import { BACKBONE_OPTIONS, FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, allOptional } from '../options.js';
 
 // Options of one method only: undefined unless given, so that giving one with the other method is refused by name.
-const PATCHCORE_ONLY = allOptional([...MODEL_OPTIONS, O['coreset-size'], ...BACKBONE_OPTIONS, O['validation-split']]);
+const PATCHCORE_ONLY = allOptional([...MODEL_OPTIONS, O['coreset-size'], ...BACKBONE_OPTIONS, O.precision, O['validation-split']]);
 const AUTOENCODER_ONLY = [O.epochs, O['learning-rate'], O['input-size']] as const;
 
 export const FIT = defineCommand({
@@ -69,11 +69,11 @@ export async function fitCommand(argv: string[]): Promise<void> {
     dataDir: resolve(opts.data), modelDir: resolve(opts.model), weightsPath: resolve(opts.weights ?? defaultWeightsPath()),
     engine: opts.engine ?? 'auto', recipe: opts.recipe ?? 'paper', coresetRatio: opts['coreset-ratio'],
     coresetTarget: opts['coreset-size'], seed: opts.seed, frame, batchSize: opts['batch-size'], limit: opts.limit,
-    validationSplit: opts['validation-split'], logger,
+    validationSplit: opts['validation-split'], precision: opts.precision ?? 'fp32', logger,
   });
   process.stdout.write(
     JSON.stringify({
-      model: resolve(opts.model), method: 'patchcore', recipe: manifest.recipe, bank: manifest.bank.count,
+      model: resolve(opts.model), method: 'patchcore', recipe: manifest.recipe, precision: manifest.backbone.precision, bank: manifest.bank.count,
       train_patches: manifest.coreset.trainPatches, images: manifest.training.images,
       skipped: manifest.training.skipped.length, timings_ms: manifest.training.timings_ms,
       peak_rss_mib: manifest.training.peak_rss_mib,

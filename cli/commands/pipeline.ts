@@ -88,10 +88,20 @@ export const SUBMIT_EVALUATE = defineCommand({
 });
 export const SUBMIT_USAGE = `${SUBMIT_TRAIN.usage}\n${SUBMIT_EVALUATE.usage}`;
 
+/** The feature workers run one fp32 backbone; an int8 model needs its ranges calibrated once and carried to every
+ * worker, which distributed training does not do yet. Refused by name rather than as an unknown flag. */
+export function refuseDistributedPrecision(argv: readonly string[]): void {
+  const given = argv.find((a) => a === '--precision' || a.startsWith('--precision='));
+  if (given === undefined) return;
+  throw new UsageError('patchcore submit train: --precision is supported by local fit only for now '
+    + '("patchcore fit --precision int8"); distributed training builds fp32 models');
+}
+
 export async function submitCommand(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
   if (what !== 'train' && what !== 'evaluate') throw new UsageError('patchcore submit: expected "train" or "evaluate"');
   // The flags are checked before connecting, so that a mistyped one is reported as such wherever Redis and S3 are.
+  if (what === 'train') refuseDistributedPrecision(rest);
   const train = what === 'train' ? SUBMIT_TRAIN.parse(rest) : null;
   const evaluate = what === 'evaluate' ? SUBMIT_EVALUATE.parse(rest) : null;
   const ctx = producerContext('producer');

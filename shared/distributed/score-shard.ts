@@ -2,9 +2,10 @@
 // (runs/<run>/scores/<shard>.json) and anomaly maps in the model frame (runs/<run>/maps/<shard>.bin), scored by the
 // same loop as the local evaluate, with the model version loaded once per process.
 import { z } from 'zod';
-import type { BackboneEngine } from '../backbone/engine.js';
+import type { BackboneEngine, CreateBackboneOptions } from '../backbone/engine.js';
 import type { Logger } from '../log.js';
-import { scorePatchcore } from '../methods/patchcore.js';
+import { modelBackboneOptions, scorePatchcore } from '../methods/patchcore.js';
+import type { ModelManifest } from '../model/manifest.js';
 import { checkWeights } from '../pipeline/weights.js';
 import type { ScoreShardPayload } from '../queue/jobs.js';
 import { StageTimer, queueWaitMs, type QueuedJob } from '../run/timings.js';
@@ -56,10 +57,48 @@ export interface ScoreShardResult {
   timings_ms: Record<string, number>;
 }
 
+/**
+ * The scorer's backbones: one fp32 engine for every fp32 model (created once per process, as before), and for each
+ * int8 model version an engine built with the activation ranges in its manifest, created on first use and kept.
+ */
+export class ModelBackbones {
+  private readonly int8 = new Map<string, Promise<BackboneEngine>>();
+
+  constructor(
+    readonly fp32: BackboneEngine,
+    private readonly create: (opts: Pick<CreateBackboneOptions, 'precision' | 'calibration'>) => Promise<BackboneEngine>,
+  ) {}
+
+  async forModel(category: string, version: string, manifest: ModelManifest): Promise<BackboneEngine> {
+    const opts = modelBackboneOptions(manifest);
+    if (opts.precision === 'fp32') return this.fp32;
+    const key = `${category}/${version}`;
+    let engine = this.int8.get(key);
+    if (!engine) {
+      engine = this.create(opts);
+      this.int8.set(key, engine);
+      // A failed creation is not cached: the next job tries again.
+      engine.catch(() => this.int8.delete(key));
+    }
+    return engine;
+  }
+
+  /** Versions holding an int8 engine (for tests and logs). */
+  get int8Versions(): string[] {
+    return [...this.int8.keys()];
+  }
+
+  async dispose(): Promise<void> {
+    this.fp32.dispose();
+    for (const e of await Promise.allSettled(this.int8.values())) if (e.status === 'fulfilled') e.value.dispose();
+    this.int8.clear();
+  }
+}
+
 export interface ScoreShardContext {
   store: ObjectStore;
   models: ModelCache;
-  backbone: BackboneEngine;
+  backbones: ModelBackbones;
   weightsSha256: string;
   log: Logger;
   batchSize: number;
@@ -75,8 +114,9 @@ export async function scoreShard(p: ScoreShardPayload, ctx: ScoreShardContext): 
   checkWeights(ctx.weightsSha256, manifest.backbone.weights.sha256, (actual, expected) =>
     `model ${p.model.category}/${p.model.version} was trained with weights ${manifest.backbone.weights.file} ` +
       `(sha256 ${expected}), not this worker's (${actual})`);
+  const backbone = await timer.time('load_model', () => ctx.backbones.forModel(p.model.category, p.model.version, manifest));
   const out: ShardScores = {
-    runId: p.runId, shardId: p.shardId, model: p.model, images: [], failed: [], engine: ctx.backbone.name, backend: ctx.backbone.backend,
+    runId: p.runId, shardId: p.shardId, model: p.model, images: [], failed: [], engine: backbone.name, backend: backbone.backend,
   };
   const maps: Float32Array[] = [];
   const entries: TensorImageEntry[] = [];
@@ -84,7 +124,7 @@ export async function scoreShard(p: ScoreShardPayload, ctx: ScoreShardContext): 
   let grid: [number, number] = [1, 1];
   let done = 0;
   const src = storeSources(ctx.store, p.datasetPrefix, p.imageKeys);
-  const scoring = { manifest, bank, backbone: ctx.backbone, batchSize: ctx.batchSize, timer, recall: true };
+  const scoring = { manifest, bank, backbone, batchSize: ctx.batchSize, timer, recall: true };
   for await (const r of scorePatchcore(src.sources, scoring)) {
     // Storage faults fail the attempt (the job is retried); only undecodable images are reported as failed.
     if (!r.ok) src.throwIfReadFailed(r.id);

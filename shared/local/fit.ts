@@ -1,10 +1,13 @@
 // In-process training: normal images -> patch features -> coreset -> memory bank with its HNSW index -> model folder.
 import { mkdir } from 'node:fs/promises';
-import { createBackbone, type EngineName } from '../backbone/engine.js';
+import { join } from 'node:path';
+import {
+  DEFAULT_CALIBRATION_IMAGES, calibrationBatches, createBackbone, type BackboneCalibration, type EngineName, type Precision,
+} from '../backbone/engine.js';
 import { DEFAULT_HNSW, type HnswParams } from '../bank/index.js';
 import { listMvtecDataset } from '../dataset/mvtec.js';
 import { getRecipe, type PatchFeatures, type RecipeName } from '../features/recipes.js';
-import { DEFAULT_FRAME_SPEC, type Frame, type FrameSpec } from '../image/index.js';
+import { DEFAULT_FRAME_SPEC, loadModelInput, type Frame, type FrameSpec } from '../image/index.js';
 import type { Logger } from '../log.js';
 import { writeManifest, type ModelManifest } from '../model/manifest.js';
 import { buildBank } from '../pipeline/build-bank.js';
@@ -22,6 +25,9 @@ export interface FitOptions {
   modelDir: string;
   weightsPath: string;
   engine?: EngineName;
+  /** Backbone arithmetic (default fp32). int8 is calibrated on the first DEFAULT_CALIBRATION_IMAGES training
+   * images in the model's frame, and the ranges go in the manifest for scoring. */
+  precision?: Precision;
   recipe?: RecipeName;
   /** Fraction of training patches kept in the bank; default: the recipe's. */
   coresetRatio?: number;
@@ -70,8 +76,28 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
   const weightsSha = await weightsSha256(opts.weightsPath);
   await mkdir(opts.modelDir, { recursive: true });
 
-  const backbone = await createBackbone({ engine: opts.engine, weightsPath: opts.weightsPath, logger: log });
-  log.info({ recipe: recipe.name, images: train.length, engine: backbone.name, backend: backbone.backend }, 'fit: extracting training features');
+  const precision = opts.precision ?? 'fp32';
+  let calibration: BackboneCalibration | undefined;
+  let calibrationImages = 0;
+  if (precision === 'int8') {
+    const inputs = [];
+    for (const img of train.slice(0, DEFAULT_CALIBRATION_IMAGES)) {
+      try {
+        inputs.push(await timer.time('calibration', () => loadModelInput(join(dataset.root, img.path), frame)));
+      } catch (err) {
+        log.warn({ image: img.path, error: (err as Error).message }, 'fit: calibration image skipped');
+      }
+    }
+    if (inputs.length === 0) throw new Error(`no calibration image of "${opts.dataDir}" could be read for the int8 backbone`);
+    calibrationImages = inputs.length;
+    calibration = { images: calibrationBatches(inputs, opts.batchSize ?? 8), method: 'minmax' };
+  }
+  const makeBackbone = () => createBackbone({ engine: opts.engine, weightsPath: opts.weightsPath, logger: log, precision, calibration });
+  // int8: creating the engine runs the calibration images through it.
+  const backbone = await (calibration ? timer.time('calibration', makeBackbone) : makeBackbone());
+  const ranges = backbone.activationRanges;
+  if (precision === 'int8' && !ranges) throw new Error(`the ${backbone.name} backbone did not report its int8 activation ranges`);
+  log.info({ recipe: recipe.name, images: train.length, engine: backbone.name, backend: backbone.backend, precision }, 'fit: extracting training features');
   const heldOut = validationIds(train.map((t) => t.path), opts.validationSplit ?? 0);
   const features = new FeatureMatrix(train.length - heldOut.size, recipe.dim);
   const validation: { id: string; features: PatchFeatures; frame: Frame }[] = [];
@@ -105,6 +131,9 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
   const manifest = buildPatchcoreManifest({
     category: opts.category ?? dataset.category, recipe, grid: [features.gridH, features.gridW],
     weights: { file: opts.weightsPath, sha256: weightsSha }, engine: backbone.name, backend: backbone.backend, frame,
+    precision: ranges
+      ? { precision: 'int8', activationRanges: ranges, calibration: { images: calibrationImages, method: 'minmax' } }
+      : { precision: 'fp32' },
     coreset: { ratio, projectionDim, seed, trainPatches: features.rows },
     bank: { count: bank.count, hnsw },
     scoring: { sigma: opts.sigma, reweightNeighbours: opts.reweightNeighbours },

@@ -1,6 +1,6 @@
 // PatchCore as a method: backbone patch features, distances to the memory bank. scorePatchcore is the one
 // image-scoring loop, used by the local evaluate (through the Method) and by the distributed score shards.
-import { createBackbone, type BackboneEngine } from '../backbone/engine.js';
+import { createBackbone, type BackboneEngine, type CreateBackboneOptions } from '../backbone/engine.js';
 import { MemoryBank } from '../bank/index.js';
 import type { ImageResult, ModelDescription } from '../evaluation/types.js';
 import { getRecipe } from '../features/recipes.js';
@@ -20,15 +20,25 @@ export function patchcoreModelRecord(manifest: ModelManifest, backbone: EngineIn
   return {
     method: 'patchcore', category: manifest.category, recipe: manifest.recipe, bank: manifest.bank.count,
     feature_dim: manifest.featureDim, backend: backbone.backend, engine: backbone.name,
+    precision: manifest.backbone.precision ?? 'fp32',
   };
 }
 
 export function describePatchcore(manifest: ModelManifest, backbone: EngineInfo): ModelDescription {
   return {
     recipe: manifest.recipe,
-    backbone: `ResNet-50 (${manifest.backbone.layers.join(', ')}), ${backbone.name}/${backbone.backend}`,
+    backbone: `ResNet-50 (${manifest.backbone.layers.join(', ')}), ${backbone.name}/${backbone.backend}`
+      + ((manifest.backbone.precision ?? 'fp32') === 'fp32' ? '' : `, ${manifest.backbone.precision}`),
     coresetSize: manifest.bank.count,
   };
+}
+
+/** The backbone a model must be scored with: its precision and, for int8, the activation ranges it was fitted
+ * with (scoring never recalibrates, so it quantises exactly as training did). Older models are fp32. */
+export function modelBackboneOptions(manifest: ModelManifest): Pick<CreateBackboneOptions, 'precision' | 'calibration'> {
+  const precision = manifest.backbone.precision ?? 'fp32';
+  if (precision === 'fp32') return { precision };
+  return { precision, calibration: { ranges: manifest.backbone.activationRanges! } };
 }
 
 export interface PatchcoreScoring {
@@ -63,7 +73,9 @@ export const patchcore: Method = {
     await checkWeightsFile(opts.weightsPath, manifest.backbone.weights);
     const bank = await timer.time('load_model', () => MemoryBank.load(modelDir));
     checkModelConsistency(manifest, bank, `model "${modelDir}"`);
-    const backbone = await createBackbone({ engine: opts.engine, weightsPath: opts.weightsPath, logger: opts.logger });
+    const backbone = await createBackbone({
+      engine: opts.engine, weightsPath: opts.weightsPath, logger: opts.logger, ...modelBackboneOptions(manifest),
+    });
     return {
       score: (sources) => scorePatchcore(sources, { manifest, bank, backbone, batchSize: opts.batchSize, timer, recall: opts.recall }),
       model: patchcoreModelRecord(manifest, backbone),

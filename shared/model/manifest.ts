@@ -39,6 +39,14 @@ export const ModelManifestSchema = z.object({
     weights: z.object({ file: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
     engine: z.string(),
     backend: z.string(),
+    /** The backbone's arithmetic; absent in models written before int8 existed, which are fp32. */
+    precision: z.enum(['fp32', 'int8']).optional(),
+    /** int8: the activation ranges measured at fit; scoring quantises with exactly these (never recalibrates). */
+    activationRanges: z.record(z.string(), z.tuple([z.number(), z.number()])).optional(),
+    /** int8: what the ranges were measured on: the first `images` training images, by `method`. */
+    calibration: z.object({ images: z.number().int().positive(), method: z.enum(['minmax', 'percentile']) }).optional(),
+  }).refine((b) => (b.precision === 'int8') === (b.activationRanges !== undefined), {
+    message: 'an int8 backbone needs its activationRanges, and only an int8 backbone has them',
   }),
   frame: z.object({ resize: z.number().int().positive().nullable(), crop: z.number().int().positive().nullable() }),
   coreset: z.object({

@@ -1,6 +1,8 @@
 // The one PatchCore model manifest builder, used by the local fit and the distributed index step: the same
 // features and settings give the same manifest wherever they were computed (only ids, times and engines differ).
 import { basename } from 'node:path';
+import type { ActivationRanges } from '../backbone/engine.js';
+import type { CalibrationMethod } from '../backbone/quantize.js';
 import type { HnswParams } from '../bank/index.js';
 import type { FeatureRecipe } from '../features/recipes.js';
 import type { FrameSpec } from '../image/index.js';
@@ -16,6 +18,8 @@ export interface PatchcoreManifestInput {
   /** The backbone engine and backend that extracted the training features. */
   engine: string;
   backend: string;
+  /** The backbone's arithmetic (default fp32); int8 comes with the ranges it was calibrated to and on what. */
+  precision?: { precision: 'fp32' } | { precision: 'int8'; activationRanges: ActivationRanges; calibration: { images: number; method: CalibrationMethod } };
   frame: FrameSpec;
   coreset: { ratio: number | null; projectionDim: number; seed: number; trainPatches: number };
   bank: { count: number; hnsw: HnswParams };
@@ -40,6 +44,7 @@ export function buildPatchcoreManifest(m: PatchcoreManifestInput): ModelManifest
       weights: { file: basename(m.weights.file), sha256: m.weights.sha256 },
       engine: m.engine,
       backend: m.backend,
+      ...(m.precision ?? { precision: 'fp32' }),
     },
     frame: { resize: m.frame.resize, crop: m.frame.crop },
     coreset: { ratio: m.coreset.ratio, target: m.bank.count, projectionDim: m.coreset.projectionDim, seed: m.coreset.seed, trainPatches: m.coreset.trainPatches },
