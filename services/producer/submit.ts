@@ -94,6 +94,7 @@ export async function submitTraining(ctx: ProducerContext, req: TrainingRequest)
   const prefix = datasetPrefix(req.dataset);
   const { train } = await listStoredDataset(ctx.store, prefix, { train: true });
   const runId = req.runId ?? newRunId('train', category);
+  runManifestKey(runId); // refuses a bad run id by its own name, before the version derived from it
   const version = req.version ?? runId.replace(/^train-/, 'v-');
   if (await versionTaken(ctx.store, category, version)) {
     // Resubmitting the same run is a no-op; another run naming a published or claimed version is refused.

@@ -79,7 +79,7 @@ test('a feature worker and then the index worker SIGKILLed mid-job: jobs recover
   const uploading = new Promise<void>((r) => (indexUploading = r));
   // Hold the second model file long enough to kill the index worker between its bank.f32 and its manifest.
   c.proxy.addRule({
-    match: (r) => r.method === 'PUT' && r.key === modelKey('bottle', 'v-crash', 'bank.f32'),
+    match: (r) => r.method === 'PUT' && r.key === modelKey('bottle', 'v-crash', 'bank.json'),
     delayMs: 4000, times: 1, onMatch: () => indexUploading(),
   });
   await train('train-crash', 'v-crash');

@@ -146,7 +146,8 @@ test('an existing version is never overwritten, and a second run cannot take a c
 test('the manifest lists each bank file with size and sha256; a file altered in storage is refused by the loader', async () => {
   await publish('tamper', 'v-t', 'train-tamper', '2026-04-01T00:00:00Z', 21);
   const manifest = JSON.parse((await store.getObject(modelKey('tamper', 'v-t', 'manifest.json'))).toString());
-  assert.deepEqual(manifest.files.map((f: { name: string }) => f.name), ['bank.f32', 'bank.hnsw', 'bank.json']);
+  // A bank this small is searched exactly: no index file.
+  assert.deepEqual(manifest.files.map((f: { name: string }) => f.name), ['bank.f32', 'bank.json']);
   const bankF32 = await store.getObject(modelKey('tamper', 'v-t', 'bank.f32'));
   assert.equal(manifest.files[0].size, bankF32.length);
   // Intact: loads.
@@ -157,7 +158,8 @@ test('the manifest lists each bank file with size and sha256; a file altered in 
   const altered = Buffer.from(bankF32);
   altered.writeFloatLE(0.5, 40);
   await store.putObject(modelKey('tamper', 'v-t', 'bank.f32'), altered);
-  const meta = JSON.parse((await store.getObject(modelKey('tamper', 'v-t', 'bank.json'))).toString());
+  const bankJson = await store.getObject(modelKey('tamper', 'v-t', 'bank.json'));
+  const meta = JSON.parse(bankJson.toString());
   const { createHash } = await import('node:crypto');
   meta.sha256 = createHash('sha256').update(altered).digest('hex');
   await store.putObject(modelKey('tamper', 'v-t', 'bank.json'), JSON.stringify(meta));
@@ -165,6 +167,9 @@ test('the manifest lists each bank file with size and sha256; a file altered in 
     /model tamper\/v-t: bank\.f32 in storage does not match the manifest \(sha256 [0-9a-f]{64}, the manifest records [0-9a-f]{64}\)/);
   // A file of another size is refused from its HEAD, before the download.
   await store.putObject(modelKey('tamper', 'v-t', 'bank.f32'), bankF32);
-  await store.putObject(modelKey('tamper', 'v-t', 'bank.hnsw'), Buffer.alloc(10));
-  await assert.rejects(loadStoredModel(store, 'tamper', 'v-t', cache()), /model tamper\/v-t: bank\.hnsw has 10 bytes, expected \d+ \(the manifest's size\)/);
+  await store.putObject(modelKey('tamper', 'v-t', 'bank.json'), Buffer.alloc(10));
+  await assert.rejects(loadStoredModel(store, 'tamper', 'v-t', cache()), /model tamper\/v-t: bank\.json has 10 bytes, expected \d+ \(the manifest's size\)/);
+  // Restored: loads again.
+  await store.putObject(modelKey('tamper', 'v-t', 'bank.json'), bankJson);
+  assert.equal((await loadStoredModel(store, 'tamper', 'v-t', cache())).bank.count, 16);
 });
