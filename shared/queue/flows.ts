@@ -367,7 +367,18 @@ return 0`;
  * `patchcore retry <run>`: every failed job of the run back to the queue with fresh attempts. Children first go
  * back into their parent's dependencies; a parent that failed because of them waits for them again.
  */
-export async function retryRun(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string } = {}): Promise<RetriedRun> {
+/** A run's parent job and its queues, open for the duration of `use`: what retry and cancel work on. */
+interface RunJobs {
+  q: (typeof RUN_QUEUES)[RunKind];
+  prefix: string;
+  parentQueue: Queue;
+  childQueue: Queue;
+  parentId: string;
+  parent: Job;
+  shardIds: string[];
+}
+
+async function withRunJobs<T>(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string }, use: (r: RunJobs) => Promise<T>): Promise<T> {
   checkRunId(`${kind} run`, runId);
   const q = RUN_QUEUES[kind];
   const prefix = opts.prefix ?? DEFAULT_QUEUE_PREFIX;
@@ -378,6 +389,14 @@ export async function retryRun(connection: Redis, runId: string, kind: RunKind, 
     const parent = await parentQueue.getJob(parentId);
     if (!parent) throw new Error(`no ${kind} run "${runId}" in the queues (prefix "${prefix}")`);
     const shardIds: string[] = Array.isArray(parent.data?.shards) ? parent.data.shards.map(String) : [];
+    return await use({ q, prefix, parentQueue, childQueue, parentId, parent, shardIds });
+  } finally {
+    await Promise.all([parentQueue.close(), childQueue.close()]);
+  }
+}
+
+export function retryRun(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string } = {}): Promise<RetriedRun> {
+  return withRunJobs(connection, runId, kind, opts, async ({ q, prefix, parentQueue, childQueue, parentId, parent, shardIds }) => {
     const failedChildren: Job[] = [];
     for (const shardId of shardIds) {
       const id = q.childId(runId, shardId);
@@ -399,9 +418,7 @@ export async function retryRun(connection: Redis, runId: string, kind: RunKind, 
       retried.push(parentId);
     }
     return { runId, kind, retried };
-  } finally {
-    await Promise.all([parentQueue.close(), childQueue.close()]);
-  }
+  });
 }
 
 export interface CancelledRun {
@@ -417,17 +434,8 @@ export interface CancelledRun {
  * `patchcore cancel <run>`: removes every job of the run that no worker holds (the parent first, so no finished
  * child can release it). Running jobs finish or fail on their own. Its ids are free again afterwards.
  */
-export async function cancelRun(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string } = {}): Promise<CancelledRun> {
-  checkRunId(`${kind} run`, runId);
-  const q = RUN_QUEUES[kind];
-  const prefix = opts.prefix ?? DEFAULT_QUEUE_PREFIX;
-  const parentQueue = new Queue(q.parent, { connection, prefix, skipMetasUpdate: true });
-  const childQueue = new Queue(q.child, { connection, prefix, skipMetasUpdate: true });
-  try {
-    const parentId = q.parentId(runId);
-    const parent = await parentQueue.getJob(parentId);
-    if (!parent) throw new Error(`no ${kind} run "${runId}" in the queues (prefix "${prefix}")`);
-    const shardIds: string[] = Array.isArray(parent.data?.shards) ? parent.data.shards.map(String) : [];
+export function cancelRun(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string } = {}): Promise<CancelledRun> {
+  return withRunJobs(connection, runId, kind, opts, async ({ q, parentQueue, childQueue, parentId, shardIds }) => {
     const removed: string[] = [];
     const running: string[] = [];
     const take = async (queue: Queue, id: string) => {
@@ -444,7 +452,5 @@ export async function cancelRun(connection: Redis, runId: string, kind: RunKind,
     await take(parentQueue, parentId);
     for (const shardId of shardIds) await take(childQueue, q.childId(runId, shardId));
     return { runId, kind, removed, running };
-  } finally {
-    await Promise.all([parentQueue.close(), childQueue.close()]);
-  }
+  });
 }
