@@ -1,5 +1,6 @@
-// Small real model folders for the operations tests: a random 1024-d bank with its HNSW index (the paper recipe's
-// width) and a manifest that passes the consistency checks; nothing here is mocked, only the numbers are random.
+// Small real model folders for the operations tests: a random 1024-d bank (the paper recipe's width; this small a
+// bank is searched exactly, so it has no index file, as fit writes it) and a manifest that passes the consistency
+// checks; nothing here is mocked, only the numbers are random.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,6 @@ export async function makeBankDir(seed: number, count = 16, dim = 1024): Promise
     data[i] = s / 2 ** 32;
   }
   const bank = new MemoryBank(dim, count, data);
-  bank.buildHnsw({ M: 8, efConstruction: 32, efSearch: 16 });
   const dir = mkdtempSync(join(tmpdir(), 'patchcore-ops-bank-'));
   await bank.save(dir);
   return dir;
