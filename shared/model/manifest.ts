@@ -1,4 +1,4 @@
-// The self-describing model folder: manifest.json plus the memory bank files (bank.f32, bank.json, bank.hnsw).
+// The self-describing model folder: manifest.json plus the memory bank files (bank.f32, bank.json, and bank.usearch for banks searched through an index).
 // Everything needed to score with the model, and to refuse to score with the wrong backbone, is in the manifest.
 // A model folder holds one method's model: `method` says which ('patchcore' when absent, as in folders written before
 // other methods existed). Each method has its own schema (the autoencoder's is in shared/autoencoder/manifest.ts);

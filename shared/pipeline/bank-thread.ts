@@ -21,7 +21,7 @@ export interface ThreadResult {
   timings_ms: Record<string, number>;
 }
 
-/** Builds and saves the bank in `dir` (bank.f32, bank.hnsw, bank.json). `features` is transferred, not copied. */
+/** Builds and saves the bank in `dir` (bank.f32, bank.usearch when the bank is searched through an index, bank.json). `features` is transferred, not copied. */
 export function buildBankInThread(input: ThreadInput): Promise<ThreadResult> {
   return new Promise((resolve, reject) => {
     // Sources are TypeScript run through tsx, whose loader a worker thread does not inherit: register it first.
