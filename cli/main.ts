@@ -13,7 +13,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   evaluate: { run: evaluateCommand, usage: EVALUATE_USAGE, summary: 'score a category\'s test set and write metrics.json and the report' },
   demo: { run: demoCommand, usage: DEMO_USAGE, summary: 'the distributed pipeline end to end on this machine (train, evaluate, report)' },
   ingest: { run: ingestCommand, usage: INGEST_USAGE, summary: 'upload a local category folder to the bucket' },
-  submit: { run: submitCommand, usage: SUBMIT_USAGE, summary: 'submit a training or evaluation run to the queues' },
+  submit: { run: submitCommand, usage: SUBMIT_USAGE, summary: 'submit a training, evaluation or unlabelled scoring run to the queues' },
   status: { run: statusCommand, usage: STATUS_USAGE, summary: 'show (or --watch) a run\'s progress' },
   worker: { run: workerCommand, usage: WORKER_USAGE, summary: 'run a pipeline worker: features, index, score or scheduler' },
   schedule: { run: scheduleCommand, usage: SCHEDULE_USAGE, summary: 'scheduled retraining: set, list or remove a cron schedule' },

@@ -62,6 +62,7 @@ export const OPTIONS = optionTable([
 
   // Runs of the distributed pipeline
   option('dataset', '<name>', z.string(), 'data set name in the bucket (datasets/<name>/)').required(),
+  option('images', '<prefix>', z.string(), 'every image under this prefix of the bucket, any layout: datasets/<name>/[<folder>/] or <name>[/<folder>]').required(),
   option('category', '<name>', z.string(), 'model category').shownDefault('the dataset name'),
   option('shard-size', '<n>', positiveInt, 'images per shard').default(32),
   option('run-id', '<id>', z.string(), 'the run\'s id; the same id given again does not start a second run').shownDefault('a new one'),

@@ -10,7 +10,7 @@ import { createFlowProducer, runProgress, type RunKind, type RunProgress } from 
 import { reportPrefix } from '../../shared/storage/keys.js';
 import { ObjectStore } from '../../shared/storage/object-store.js';
 import { listSchedules, removeSchedule, setSchedule } from '../../services/producer/scheduler.js';
-import { ingestDataset, runKindOf, submitEvaluation, submitTraining, waitForRun } from '../../services/producer/submit.js';
+import { ingestDataset, runKindOf, submitEvaluation, submitScoring, submitTraining, waitForRun } from '../../services/producer/submit.js';
 import { UsageError, defineCommand, positional } from '../args.js';
 import { FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, QUEUE_OPTIONS, allOptional } from '../options.js';
 
@@ -56,8 +56,10 @@ function producerContext(name: string) {
 
 export const INGEST = defineCommand({
   name: 'ingest',
-  synopsis: '<category dir> --dataset <name>',
-  about: 'Uploads a local MVTec-style folder to datasets/<name>/ in the bucket (S3_* variables).',
+  synopsis: '<dir> --dataset <name>',
+  about: `Uploads a local folder to datasets/<name>/ in the bucket (S3_* variables), every file under its relative path:
+an MVTec AD category (train/good/, test/<type>/, ground_truth/<type>/) for --dataset runs, or images in any layout
+for --images runs (an image's id is its path relative to the folder).`,
   positionals: [positional('dir')],
   options: [O.dataset],
 });
@@ -69,7 +71,7 @@ export async function ingestCommand(argv: string[]): Promise<void> {
   try {
     await store.ensureBucket();
     const r = await ingestDataset(store, resolve(opts.dir), opts.dataset);
-    process.stdout.write(JSON.stringify({ dataset: opts.dataset, prefix: r.prefix, files: r.files }) + '\n');
+    process.stdout.write(JSON.stringify({ dataset: opts.dataset, prefix: r.prefix, files: r.files, images: r.images, layout: r.layout }) + '\n');
   } finally {
     store.destroy();
   }
@@ -86,7 +88,16 @@ export const SUBMIT_EVALUATE = defineCommand({
   synopsis: '--dataset <name> [options]',
   options: [...QUEUE_OPTIONS, O['model-version']],
 });
-export const SUBMIT_USAGE = `${SUBMIT_TRAIN.usage}\n${SUBMIT_EVALUATE.usage}`;
+export const SUBMIT_SCORE = defineCommand({
+  name: 'submit score',
+  synopsis: '--images <prefix> [options]',
+  about: `Scores every image under the prefix (any layout, no labels) with a model version: reports/<run>/results.csv and
+results.jsonl (image, score, anomalous at the model's threshold, the key of its heatmap under reports/<run>/maps/),
+summary.json and index.html (score distribution, most anomalous images). The threshold is the target FPR on the good
+images the model held out at fit time (--validation-split); a model without them leaves "anomalous" empty.`,
+  options: [O.images, O.category, O['model-version'], O['target-fpr'], O['shard-size'], O['run-id'], O.wait],
+});
+export const SUBMIT_USAGE = `${SUBMIT_TRAIN.usage}\n${SUBMIT_EVALUATE.usage}\n${SUBMIT_SCORE.usage}`;
 
 /** The feature workers run one fp32 backbone; an int8 model needs its ranges calibrated once and carried to every
  * worker, which distributed training does not do yet. Refused by name rather than as an unknown flag. */
@@ -99,7 +110,8 @@ export function refuseDistributedPrecision(argv: readonly string[]): void {
 
 export async function submitCommand(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
-  if (what !== 'train' && what !== 'evaluate') throw new UsageError('patchcore submit: expected "train" or "evaluate"');
+  if (what === 'score') return submitScoreCommand(rest);
+  if (what !== 'train' && what !== 'evaluate') throw new UsageError('patchcore submit: expected "train", "evaluate" or "score"');
   // The flags are checked before connecting, so that a mistyped one is reported as such wherever Redis and S3 are.
   if (what === 'train') refuseDistributedPrecision(rest);
   const train = what === 'train' ? SUBMIT_TRAIN.parse(rest) : null;
@@ -126,6 +138,20 @@ export async function submitCommand(argv: string[]): Promise<void> {
       process.stdout.write(JSON.stringify(submitted) + '\n');
       if (o.wait) await waitAndPrint(ctx, submitted.runId, 'evaluation');
     }
+  } finally {
+    await ctx.close();
+  }
+}
+
+async function submitScoreCommand(argv: string[]): Promise<void> {
+  const o = SUBMIT_SCORE.parse(argv);
+  const ctx = producerContext('producer');
+  try {
+    const submitted = await submitScoring(ctx, {
+      images: o.images, category: o.category, version: o['model-version'], targetFpr: o['target-fpr'], shardSize: o['shard-size'], runId: o['run-id'],
+    });
+    process.stdout.write(JSON.stringify(submitted) + '\n');
+    if (o.wait) await waitAndPrint(ctx, submitted.runId, 'evaluation');
   } finally {
     await ctx.close();
   }

@@ -1,11 +1,13 @@
 // Producer: uploads datasets, splits a dataset prefix into shards and enqueues the training or evaluation flow,
 // and waits for runs. Everything a run needs is in its job payloads; runs/<run>/run.json records the submission.
 import { randomBytes } from 'node:crypto';
-import { basename } from 'node:path';
+import { readdirSync, statSync } from 'node:fs';
+import { basename, join, sep } from 'node:path';
 import type { FlowProducer, JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_HNSW, type HnswParams } from '../../shared/bank/index.js';
-import { listStoredDataset } from '../../shared/distributed/dataset-store.js';
+import { IMAGE_EXTENSIONS, isImagePath, listImagesUnder, listStoredDataset, parseImagesPrefix } from '../../shared/distributed/dataset-store.js';
+import { classifyDatasetPaths } from '../../shared/dataset/mvtec.js';
 import { claimKey, resolveVersion, versionTaken } from '../../shared/distributed/model-store.js';
 import { UserError } from '../../shared/errors.js';
 import { getRecipe, type RecipeName } from '../../shared/features/recipes.js';
@@ -13,7 +15,7 @@ import type { FrameSpec } from '../../shared/image/index.js';
 import type { Logger } from '../../shared/log.js';
 import { PAYLOAD_LIMITS } from '../../shared/queue/jobs.js';
 import { enqueueEvaluationFlow, enqueueTrainingFlow, runProgress, type RunKind, type RunProgress, type ShardSpec } from '../../shared/queue/flows.js';
-import { datasetPrefix, runManifestKey, shardName } from '../../shared/storage/keys.js';
+import { datasetPrefix, datasetsRoot, modelKey, runManifestKey, shardName } from '../../shared/storage/keys.js';
 import type { ObjectStore } from '../../shared/storage/object-store.js';
 
 export interface ProducerContext {
@@ -23,7 +25,7 @@ export interface ProducerContext {
 }
 
 /** A sortable, unique run id: <kind>-<category>-<UTC time>-<random>. */
-export function newRunId(kind: 'train' | 'eval', category: string, now = new Date()): string {
+export function newRunId(kind: 'train' | 'eval' | 'score', category: string, now = new Date()): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
   return `${kind}-${category}-${stamp}-${randomBytes(2).toString('hex')}`;
 }
@@ -38,10 +40,34 @@ export function splitShards(imageKeys: string[], shardSize: number): ShardSpec[]
   return shards;
 }
 
-export async function ingestDataset(store: ObjectStore, localDir: string, dataset: string): Promise<{ prefix: string; files: number }> {
+export interface IngestedDataset {
+  prefix: string;
+  /** Every file uploaded (images, masks, anything else in the folder). */
+  files: number;
+  /** Files taken as images by `--images` runs (an image extension, no hidden segment). */
+  images: number;
+  /** 'mvtec' when the folder has train/good/ or test/<type>/ images (what `--dataset` runs read), else 'images'. */
+  layout: 'mvtec' | 'images';
+}
+
+/**
+ * Uploads a local folder to datasets/<name>/, every file under its relative path: an MVTec AD category or images in
+ * any layout. A folder without an image is refused (UserError naming it) before anything is uploaded.
+ */
+export async function ingestDataset(store: ObjectStore, localDir: string, dataset: string): Promise<IngestedDataset> {
   const prefix = datasetPrefix(dataset);
+  if (!statSync(localDir, { throwIfNoEntry: false })?.isDirectory()) throw new UserError(`folder "${localDir}" does not exist or is not a folder`);
+  // Files as uploadDir takes them: linked files followed, linked folders not.
+  const paths = readdirSync(localDir, { recursive: true, encoding: 'utf8' })
+    .map((p) => p.split(sep).join('/'))
+    .filter((p) => statSync(join(localDir, p), { throwIfNoEntry: false })?.isFile());
+  const images = paths.filter(isImagePath).length;
+  if (images === 0) {
+    throw new UserError(`folder "${localDir}" has no images to ingest (${paths.length} files; images are ${IMAGE_EXTENSIONS.map((e) => `.${e}`).join(' ')})`);
+  }
+  const { train, test } = classifyDatasetPaths(paths, `folder "${localDir}"`);
   const uploaded = await store.uploadDir(localDir, prefix);
-  return { prefix, files: uploaded.length };
+  return { prefix, files: uploaded.length, images, layout: train.length + test.length > 0 ? 'mvtec' : 'images' };
 }
 
 export interface TrainingRequest {
@@ -151,6 +177,51 @@ export async function submitEvaluation(ctx: ProducerContext, req: EvaluationRequ
   });
   ctx.log.info({ runId, category, version, shards: shards.length, images: test.length }, 'evaluation run submitted');
   return { runId, kind: 'evaluation', shards: shards.length, images: test.length, alreadySubmitted: enqueued.alreadySubmitted, version, category };
+}
+
+export interface ScoringRequest {
+  /** `datasets/<name>/[<folder>/]` or `<name>[/<folder>]`: every image under it, any layout. */
+  images: string;
+  /** The model's category; default: the data set's name. */
+  category?: string;
+  /** A model version of the category, or 'latest'. */
+  version?: string;
+  runId?: string;
+  shardSize?: number;
+  /** The false-positive rate on the model's held-out good images that sets the threshold (default 0.01). */
+  targetFpr?: number;
+  /** How many of the most anomalous images the report shows (default 24). */
+  top?: number;
+  jobOptions?: JobsOptions;
+}
+
+/**
+ * An unlabelled scoring run: every image under a prefix scored in shards by the scorers (the evaluation flow's
+ * score-shard jobs), then a report of kind unlabelled: reports/<run>/results.csv, results.jsonl, summary.json,
+ * index.html. The model version must exist before anything is written.
+ */
+export async function submitScoring(ctx: ProducerContext, req: ScoringRequest): Promise<SubmittedRun> {
+  const images = parseImagesPrefix(req.images);
+  const category = req.category ?? images.datasetPrefix.slice(datasetsRoot.length, -1);
+  const version = await resolveVersion(ctx.store, category, req.version ?? 'latest');
+  if (!(await ctx.store.exists(modelKey(category, version, 'manifest.json')))) {
+    throw new UserError(`model version ${category}/${version} does not exist (no ${modelKey(category, version, 'manifest.json')}): ` +
+      'give --model-version latest or a published version');
+  }
+  const keys = await listImagesUnder(ctx.store, images);
+  const runId = req.runId ?? newRunId('score', category);
+  const shards = splitShards(keys, req.shardSize ?? 32);
+  const unlabelled = { kind: 'unlabelled' as const, imagesPrefix: images.prefix, targetFpr: req.targetFpr, top: req.top };
+  // An evaluation in the queues and for retention (its model is kept while it runs); `report` says which report.
+  await ctx.store.putJson(runManifestKey(runId), {
+    kind: 'evaluation', report: 'unlabelled', runId, category, version, dataset: images.datasetPrefix.slice(datasetsRoot.length, -1),
+    images: images.prefix, createdAt: new Date().toISOString(), shards: shards.map((s) => ({ shardId: s.shardId, images: s.imageKeys.length })),
+  });
+  const enqueued = await enqueueEvaluationFlow(ctx.flows, {
+    runId, category, model: { category, version }, datasetPrefix: images.datasetPrefix, shards, jobOptions: req.jobOptions, unlabelled,
+  });
+  ctx.log.info({ runId, category, version, shards: shards.length, images: keys.length, prefix: images.prefix }, 'scoring run submitted');
+  return { runId, kind: 'evaluation', shards: shards.length, images: keys.length, alreadySubmitted: enqueued.alreadySubmitted, version, category };
 }
 
 /** The kind of a run, from the job that exists for it. */

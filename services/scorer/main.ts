@@ -1,9 +1,11 @@
 // Scorer: score-shard jobs (anomaly scores and maps of one shard of test images) and the report jobs that
-// gather a run's shards into metrics and the report. One process serves both queues.
+// gather a run's shards into metrics and the report (or, for an unlabelled scoring run, into per-image results and
+// the score distribution). One process serves both queues.
 import { createBackbone, type CreateBackboneOptions } from '../../shared/backbone/engine.js';
 import { ModelCache } from '../../shared/distributed/model-store.js';
-import { buildRunReport } from '../../shared/distributed/report-job.js';
+import { buildRunReport, type ReportJobResult } from '../../shared/distributed/report-job.js';
 import { ModelBackbones, scoreShard } from '../../shared/distributed/score-shard.js';
+import { buildUnlabelledReport, type UnlabelledReportResult } from '../../shared/distributed/unlabelled-report.js';
 import { runningService, serviceContext, workerDefaults, type RunningService } from '../../shared/distributed/service.js';
 import { sha256File } from '../../shared/pipeline/weights.js';
 import { REPORT_QUEUE, SCORE_QUEUE } from '../../shared/queue/jobs.js';
@@ -31,7 +33,9 @@ export async function startScorer(opts: { handleSignals?: boolean } = {}): Promi
   // No port of its own: it shares the process's metrics registry, which the score worker's /metrics serves.
   const reports = await new WorkerRuntime(
     REPORT_QUEUE,
-    (payload, job) => buildRunReport(payload, { store: ctx.store, models, log: job.log, job: job.job }),
+    (payload, job): Promise<ReportJobResult | UnlabelledReportResult> => payload.unlabelled
+      ? buildUnlabelledReport({ ...payload, unlabelled: payload.unlabelled }, { store: ctx.store, models, log: job.log })
+      : buildRunReport(payload, { store: ctx.store, models, log: job.log, job: job.job }),
     { ...common, concurrency: 1, healthPort: null },
   ).start();
   return runningService(ctx, [scoring, reports], () => backbones.dispose());

@@ -1,6 +1,7 @@
 // A category's files under an object-storage prefix (datasets/<name>/), listed once and classified like a local
-// folder; and image sources that read from the store.
+// folder; images under any prefix (any layout); and image sources that read from the store.
 import { UnrecoverableError } from 'bullmq';
+import { UserError } from '../errors.js';
 import { classifyDatasetPaths, type DatasetNeeds, type MvtecDataset } from '../dataset/mvtec.js';
 import type { ImageSource } from '../run/sources.js';
 import { datasetsRoot, idSegment, normaliseRelativePath } from '../storage/keys.js';
@@ -96,4 +97,65 @@ export function storeSources(store: ObjectStore, prefix: string, keys: string[])
       if (e) throw e;
     },
   };
+}
+
+/** File extensions taken as images when a prefix of any layout is listed (the format itself is sniffed at decode). */
+export const IMAGE_EXTENSIONS = ['png', 'jpg', 'jpeg', 'tif', 'tiff', 'bmp', 'gif', 'webp'] as const;
+const IMAGE_EXTENSION_RE = new RegExp(`\\.(${IMAGE_EXTENSIONS.join('|')})$`, 'i');
+
+/** Whether a relative path names an image of any layout: an image extension, no hidden segment. */
+export function isImagePath(relativePath: string): boolean {
+  return IMAGE_EXTENSION_RE.test(relativePath) && !relativePath.split('/').some((s) => s.startsWith('.'));
+}
+
+export interface ImagesPrefix {
+  /** The data set the images belong to, `datasets/<name>/`: image ids are relative to it. */
+  datasetPrefix: string;
+  /** The folder the images are listed from: the data set or a folder in it, ending with "/". */
+  prefix: string;
+}
+
+/**
+ * Reads an `--images` argument: `datasets/<name>/[<folder>/]` or the same without the leading `datasets/`
+ * (`<name>[/<folder>]`); a trailing "/" is implied. Throws a UserError naming the argument when it is no such
+ * prefix.
+ */
+export function parseImagesPrefix(arg: string): ImagesPrefix {
+  const bad = (why: string): never => {
+    throw new UserError(`--images ${JSON.stringify(arg)} is not a prefix of images in the bucket: ${why} ` +
+      `(expected ${datasetsRoot}<name>/[<folder>/] or <name>[/<folder>])`);
+  };
+  const rest = arg.startsWith(datasetsRoot) ? arg.slice(datasetsRoot.length) : arg;
+  let path = '';
+  try {
+    path = normaliseRelativePath('images prefix', rest);
+  } catch (err) {
+    bad(rest.replace(/[/\\]/g, '') === '' ? 'it names no data set' : (err as Error).message);
+  }
+  const [name, ...folder] = path.split('/');
+  try {
+    idSegment('dataset name', name);
+  } catch (err) {
+    bad((err as Error).message);
+  }
+  const datasetPrefix = `${datasetsRoot}${name}/`;
+  return { datasetPrefix, prefix: datasetPrefix + (folder.length ? `${folder.join('/')}/` : '') };
+}
+
+/**
+ * Every image under an `--images` prefix, any layout, as full object keys in key order; ids are the keys relative to
+ * the data set. A prefix without an image is a UserError naming it.
+ */
+export async function listImagesUnder(store: ObjectStore, images: ImagesPrefix): Promise<string[]> {
+  const keys: string[] = [];
+  let others = 0;
+  for await (const o of store.list(images.prefix)) {
+    if (isImagePath(o.key.slice(images.datasetPrefix.length))) keys.push(o.key);
+    else others++;
+  }
+  if (keys.length === 0) {
+    throw new UserError(`no images under "${images.prefix}" in the bucket` +
+      (others ? ` (${others} other files; images are ${IMAGE_EXTENSIONS.map((e) => `.${e}`).join(' ')})` : ': upload some with "patchcore ingest"'));
+  }
+  return keys;
 }

@@ -76,6 +76,8 @@ export interface EvaluationRunSpec {
   datasetPrefix: string;
   shards: ShardSpec[];
   jobOptions?: JobsOptions;
+  /** An unlabelled scoring run (`submit score --images`): the same shards, its own report. */
+  unlabelled?: ReportPayload['unlabelled'];
 }
 
 export interface EnqueuedRun {
@@ -185,6 +187,7 @@ export async function enqueueEvaluationFlow(flowProducer: FlowProducer, spec: Ev
       shards: spec.shards.map((s) => s.shardId),
       datasetPrefix: spec.datasetPrefix,
       category: spec.category,
+      ...(spec.unlabelled ? { unlabelled: spec.unlabelled } : {}),
     },
     parentId,
   );

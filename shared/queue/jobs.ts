@@ -78,6 +78,8 @@ export const PAYLOAD_LIMITS = Object.freeze({
   imageBytes: 64 * 1024 * 1024,
   /** The share of a run's images that may be unreadable before the run fails instead of publishing. */
   defaultMaxFailedShare: 0.05,
+  /** Most anomalous images shown by an unlabelled report (each one's map is held until the report is written). */
+  reportTop: 200,
 });
 
 const ObjectKey = z.string().min(1).max(1024);
@@ -149,6 +151,18 @@ export const ScoreShardPayloadSchema = z.object({
   datasetPrefix: ObjectKey,
 });
 
+/** The report of an unlabelled scoring run (`submit score --images`): results.csv/jsonl and the score distribution. */
+export const UnlabelledReportSchema = z.object({
+  kind: z.literal('unlabelled'),
+  /** What the run scored (`datasets/<name>/[<folder>/]`), for the report. */
+  imagesPrefix: ObjectKey,
+  /** The false-positive rate on the model's held-out good images that sets the threshold (default 0.01). */
+  targetFpr: z.number().min(0).max(1).optional(),
+  /** How many of the most anomalous images the report shows (default 24). */
+  top: z.number().int().min(1).max(PAYLOAD_LIMITS.reportTop).optional(),
+});
+export type UnlabelledReport = z.infer<typeof UnlabelledReportSchema>;
+
 export const ReportPayloadSchema = z.object({
   runId: Id,
   model: ModelRef,
@@ -156,6 +170,8 @@ export const ReportPayloadSchema = z.object({
   datasetPrefix: ObjectKey,
   category: Id,
   maxFailedShare: MaxFailedShare,
+  /** Absent: an evaluation report (metrics against the labels). */
+  unlabelled: UnlabelledReportSchema.optional(),
 });
 
 /** One scheduled retraining: submit a training run of `dataset` for `category` (a new model version). */
