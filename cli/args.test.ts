@@ -11,10 +11,10 @@ import { DEMO } from './commands/demo.js';
 import { CANCEL, GC, RETRY } from './commands/ops.js';
 import { EVALUATE, FIT } from './commands/local.js';
 import {
-  INGEST, REPORT_GET, SCHEDULE_LIST, SCHEDULE_REMOVE, SCHEDULE_SET, STATUS, SUBMIT_EVALUATE, SUBMIT_TRAIN, WORKER,
+  INGEST, REPORT_GET, SCHEDULE_LIST, SCHEDULE_REMOVE, SCHEDULE_SET, STATUS, SUBMIT_EVALUATE, SUBMIT_SCORE, SUBMIT_TRAIN, WORKER,
 } from './commands/pipeline.js';
 
-const COMMANDS = [FIT, EVALUATE, DEMO, INGEST, SUBMIT_TRAIN, SUBMIT_EVALUATE, STATUS, WORKER, REPORT_GET, SCHEDULE_SET, SCHEDULE_LIST, SCHEDULE_REMOVE, GC, RETRY, CANCEL];
+const COMMANDS = [FIT, EVALUATE, DEMO, INGEST, SUBMIT_TRAIN, SUBMIT_EVALUATE, SUBMIT_SCORE, STATUS, WORKER, REPORT_GET, SCHEDULE_SET, SCHEDULE_LIST, SCHEDULE_REMOVE, GC, RETRY, CANCEL];
 
 /** The flags a help text documents: lines starting with "  --flag". */
 const helpFlags = (usage: string) => [...usage.matchAll(/^ {2}--([a-z0-9-]+)/gm)].map((m) => m[1]);

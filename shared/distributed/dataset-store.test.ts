@@ -9,7 +9,8 @@ import { defaultDatasetDir, defaultWeightsPath } from '../paths.js';
 import { extractFeatures } from '../pipeline/extract.js';
 import { StageTimer } from '../run/timings.js';
 import { NotFoundError, type ObjectStore } from '../storage/object-store.js';
-import { checkDatasetKeys, ImageReadError, storeSources } from './dataset-store.js';
+import { UserError } from '../errors.js';
+import { checkDatasetKeys, ImageReadError, isImagePath, parseImagesPrefix, storeSources } from './dataset-store.js';
 
 test('checkDatasetKeys: a datasets/<name>/ prefix and normalised keys under it, else unrecoverable', () => {
   assert.doesNotThrow(() => checkDatasetKeys('datasets/bottle/', ['datasets/bottle/train/good/000.png', 'datasets/bottle/test/x y/1.png']));
@@ -57,4 +58,26 @@ test('storeSources: a failed read is remembered as a storage fault; an undecodab
   } finally {
     backbone.dispose();
   }
+});
+
+test('parseImagesPrefix: datasets/<name>/[<folder>/] with or without "datasets/", normalised; anything else refused by name', () => {
+  assert.deepEqual(parseImagesPrefix('archive'), { datasetPrefix: 'datasets/archive/', prefix: 'datasets/archive/' });
+  assert.deepEqual(parseImagesPrefix('datasets/archive/'), { datasetPrefix: 'datasets/archive/', prefix: 'datasets/archive/' });
+  assert.deepEqual(parseImagesPrefix('archive/2026-06//line 2'), { datasetPrefix: 'datasets/archive/', prefix: 'datasets/archive/2026-06/line 2/' });
+  assert.deepEqual(parseImagesPrefix('datasets/archive/test\\good/'), { datasetPrefix: 'datasets/archive/', prefix: 'datasets/archive/test/good/' });
+  const refused: [string, RegExp][] = [
+    ['', /^--images "" is not a prefix of images in the bucket: it names no data set \(expected datasets\/<name>\/\[<folder>\/\] or <name>\[\/<folder>\]\)$/],
+    ['datasets/', /^--images "datasets\/" is not a prefix of images in the bucket: it names no data set/],
+    ['/etc', /^--images "\/etc" is not a prefix of images in the bucket: images prefix "\/etc" is not a safe relative path: it is absolute/],
+    ['a/../b', /^--images "a\/..\/b" is not a prefix of images in the bucket: .*it contains "\.\."/],
+    ['bad name!/x', /^--images "bad name!\/x" is not a prefix of images in the bucket: dataset name "bad name!" is not a valid key segment/],
+  ];
+  for (const [arg, message] of refused) {
+    assert.throws(() => parseImagesPrefix(arg), (err: Error) => err instanceof UserError && message.test(err.message), arg);
+  }
+});
+
+test('isImagePath: image extensions in any case, hidden files and folders excluded', () => {
+  for (const p of ['a.png', 'x/y/z.JPG', 'scan.jpeg', 'b.tif', 'b.TIFF', 'c.bmp', 'd.webp', 'e.gif']) assert.equal(isImagePath(p), true, p);
+  for (const p of ['notes.txt', 'a.png.txt', '.hidden.png', 'x/.cache/a.png', 'png', 'mask_png']) assert.equal(isImagePath(p), false, p);
 });
