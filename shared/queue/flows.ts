@@ -1,6 +1,7 @@
 // Runs as BullMQ flows: a parent job that becomes runnable once all its shard children completed.
 //   training:   build-index (patchcore-index)  <- extract-features x shards (patchcore-features)
 //   evaluation: report      (patchcore-report) <- score-shard x shards      (patchcore-score)
+//   (an unlabelled scoring run is an evaluation flow whose report payload carries `unlabelled`)
 //
 // Job ids are derived from the run and shard ids ("<run>~features~<shard>"), so submitting a run twice
 // adds nothing the second time: BullMQ ignores an add whose job id exists. '~' cannot occur in run or
