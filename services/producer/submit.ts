@@ -211,6 +211,9 @@ export async function submitScoring(ctx: ProducerContext, req: ScoringRequest): 
   const keys = await listImagesUnder(ctx.store, images);
   const runId = req.runId ?? newRunId('score', category);
   const shards = splitShards(keys, req.shardSize ?? 32);
+  if (shards.length > PAYLOAD_LIMITS.shards) {
+    throw new UserError(`${keys.length} images under "${images.prefix}" make ${shards.length} shards, more than the ${PAYLOAD_LIMITS.shards} of one run: give a larger --shard-size or a narrower --images prefix`);
+  }
   const unlabelled = { kind: 'unlabelled' as const, imagesPrefix: images.prefix, targetFpr: req.targetFpr, top: req.top };
   // An evaluation in the queues and for retention (its model is kept while it runs); `report` says which report.
   await ctx.store.putJson(runManifestKey(runId), {

@@ -150,8 +150,20 @@ export async function listImagesUnder(store: ObjectStore, images: ImagesPrefix):
   const keys: string[] = [];
   let others = 0;
   for await (const o of store.list(images.prefix)) {
-    if (isImagePath(o.key.slice(images.datasetPrefix.length))) keys.push(o.key);
-    else others++;
+    const rel = o.key.slice(images.datasetPrefix.length);
+    if (!isImagePath(rel)) {
+      others++;
+      continue;
+    }
+    // The scorers refuse a key that is not in normal form (checkDatasetKeys); say so now, naming it.
+    let normal: string | null = null;
+    try {
+      normal = normaliseRelativePath('image key', rel);
+    } catch {
+      // reported below
+    }
+    if (normal !== rel) throw new UserError(`image key ${JSON.stringify(o.key)} under "${images.prefix}" is not a normal relative path; rename it (e.g. ${JSON.stringify(images.datasetPrefix + (normal ?? 'image.png'))})`);
+    keys.push(o.key);
   }
   if (keys.length === 0) {
     throw new UserError(`no images under "${images.prefix}" in the bucket` +
