@@ -151,6 +151,10 @@ test('a flat folder is ingested and scored unlabelled: one result row per image,
     assert.deepEqual(summary.top.map((t: { image: string }) => t.image), [...ids].sort((a, b) => score.get(b)! - score.get(a)!));
     assert.ok(flat.defect.includes(summary.top[0].image));
     assert.equal(summary.score_stats.max, Math.max(...score.values()));
+    // Where the run's time went: the 3 score jobs and the report job.
+    assert.equal(typeof summary.timings_ms['score compute (3 jobs)'], 'number');
+    assert.equal(typeof summary.timings_ms['report compute (1 job)'], 'number');
+    assert.equal(typeof summary.timings_ms['report queue wait'], 'number');
     for (const t of summary.top) assert.ok(await store.exists(t.gallery), t.gallery);
     const html = (await store.getObject(reportKey(runId, 'index.html'))).toString();
     assert.match(html, /<svg/);

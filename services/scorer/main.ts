@@ -34,7 +34,7 @@ export async function startScorer(opts: { handleSignals?: boolean } = {}): Promi
   const reports = await new WorkerRuntime(
     REPORT_QUEUE,
     (payload, job): Promise<ReportJobResult | UnlabelledReportResult> => payload.unlabelled
-      ? buildUnlabelledReport({ ...payload, unlabelled: payload.unlabelled }, { store: ctx.store, models, log: job.log })
+      ? buildUnlabelledReport({ ...payload, unlabelled: payload.unlabelled }, { store: ctx.store, models, log: job.log, job: job.job })
       : buildRunReport(payload, { store: ctx.store, models, log: job.log, job: job.job }),
     { ...common, concurrency: 1, healthPort: null },
   ).start();

@@ -18,13 +18,13 @@ import {
   RESULTS_CSV_HEADER, RunningStats, ScoreHistogram, TopScores, binnedHistogramPlot, renderUnlabelledPage, resultCsvLine,
   resultJsonLine, type ResultRow, type TopImageView,
 } from '../report/unlabelled.js';
-import { StageTimer, peakRssMiB } from '../run/timings.js';
+import { StageTimer, jobTimingRows, jobTimings, peakRssMiB, queueWaitMs, sumJobTimings, type JobTimings, type QueuedJob } from '../run/timings.js';
 import { mapsKey, reportKey, reportPrefix, scoresKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { decodeTensorFile, imageRows } from '../storage/tensor-file.js';
 import { checkDatasetKeys } from './dataset-store.js';
 import type { ModelCache } from './model-store.js';
-import { ShardScoresSchema, type ShardScores } from './score-shard.js';
+import { ShardScoresSchema, ShardTimingsSchema, scoreTimingsKey, type ShardScores } from './score-shard.js';
 
 export const DEFAULT_TARGET_FPR = 0.01;
 export const DEFAULT_TOP = 24;
@@ -86,7 +86,7 @@ function closeStream(out: WriteStream): Promise<void> {
 
 export async function buildUnlabelledReport(
   p: ReportPayload & { unlabelled: UnlabelledReport },
-  ctx: { store: ObjectStore; models: ModelCache; log: Logger },
+  ctx: { store: ObjectStore; models: ModelCache; log: Logger; job?: QueuedJob },
 ): Promise<UnlabelledReportResult> {
   const timer = new StageTimer();
   const t0 = performance.now();
@@ -99,7 +99,9 @@ export async function buildUnlabelledReport(
   const readScores = (shard: string): Promise<ShardScores> =>
     timer.time('download', () => ctx.store.getJson(scoresKey(p.runId, shard), ShardScoresSchema));
 
-  // Pass 1, scores only: their range, the top N, the failures.
+  // Pass 1, scores only: their range, the top N, the failures; and the score jobs' timings, summed as they come.
+  let scoreJobs: JobTimings | null = null;
+  let lastShardDone = 0;
   const range = new RunningStats();
   const best = new TopScores<TopEntry>(top);
   const failed: { id: string; error: string }[] = [];
@@ -110,6 +112,12 @@ export async function buildUnlabelledReport(
       best.add({ id: s.id, score: s.score });
     }
     failed.push(...scores.failed);
+    const t = await timer.time('download', () => ctx.store.getManifest(scoreTimingsKey(p.runId, shard), ShardTimingsSchema));
+    if (t) {
+      const job = jobTimings(t.timings_ms, t.queue_wait_ms);
+      scoreJobs = scoreJobs ? sumJobTimings([scoreJobs, job]) : job;
+      lastShardDone = Math.max(lastShardDone, t.finished_at);
+    }
   }
   if (range.count === 0) throw new Error(`scoring run ${p.runId}: no image was scored (${failed.length} failed${failed[0] ? `, e.g. ${failed[0].id}: ${failed[0].error}` : ''})`);
   checkFailedShare(`scoring run ${p.runId}`, failed, range.count + failed.length, p.maxFailedShare);
@@ -192,7 +200,11 @@ export async function buildUnlabelledReport(
   const histogramSvg = await timer.time('report', () => binnedHistogramPlot(bins, choice?.threshold ?? null));
   await timer.time('upload', () => ctx.store.putObject(reportKey(p.runId, 'plots/score-histogram.svg'), histogramSvg, 'image/svg+xml'));
   const createdAt = new Date().toISOString();
-  const timings = { ...timer.toJSON(), total: Math.round(performance.now() - t0) };
+  // The report job's stages, then where the run's time went: score and report jobs (compute, storage, queue wait).
+  const timings = {
+    ...timer.toJSON(), total: Math.round(performance.now() - t0),
+    ...jobTimingRows({ ...(scoreJobs ? { score: scoreJobs } : {}), report: jobTimings(timer.toJSON(), queueWaitMs(ctx.job, lastShardDone)) }),
+  };
   const summary = {
     kind: 'unlabelled',
     run: p.runId,
