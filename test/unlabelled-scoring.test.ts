@@ -104,8 +104,12 @@ test('a flat folder is ingested and scored unlabelled: one result row per image,
     await uploadModel(store, 'bottle', 'v-no-threshold', modelDir, noValidation);
 
     const flat = flatFolder();
-    const ingested = await ingestDataset(store, flat.dir, 'line-photos');
-    assert.deepEqual(ingested, { prefix: 'datasets/line-photos/', files: 7, images: 6, layout: 'images' });
+    const ingest = await cli(['ingest', flat.dir, '--dataset', 'line-photos']);
+    assert.equal(ingest.code, 0, ingest.stderr);
+    assert.deepEqual(JSON.parse(ingest.stdout), { dataset: 'line-photos', prefix: 'datasets/line-photos/', files: 7, images: 6, layout: 'images' });
+    assert.equal(await store.exists('datasets/line-photos/line-2/frame-9.png'), true, 'the relative path is the key');
+    // An MVTec AD category still uploads as one.
+    assert.deepEqual(await ingestDataset(store, train, 'bottle-train'), { prefix: 'datasets/bottle-train/', files: 10, images: 10, layout: 'mvtec' });
     const ids = [...flat.good, ...flat.defect].sort();
 
     // Through the CLI, as a user runs it: 3 shards of 2, then the report.

@@ -14,7 +14,8 @@
  * models/<category>/<version>/bank.json        bank metadata (dim, count, backbone layers, ...)
  * models/<category>/<version>/manifest.json    model manifest: written LAST, marks the version complete
  * models/<category>/latest                     pointer: JSON naming the current version of the category
- * reports/<run>/<relative path>                evaluation reports of a run (metrics.json, html, images)
+ * reports/<run>/<relative path>                reports of a run: evaluation (metrics.json, html, images) or unlabelled
+ *                                              scoring (results.csv, results.jsonl, summary.json, maps/<image id>.png)
  * ```
  *
  * Rules:
