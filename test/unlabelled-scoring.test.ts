@@ -18,7 +18,7 @@ import { UserError } from '../shared/errors.js';
 import { fitModel } from '../shared/local/fit.js';
 import { defaultDatasetDir, defaultWeightsPath, repoRoot } from '../shared/paths.js';
 import { createRedisConnection, redisConfigFromEnv } from '../shared/queue/config.js';
-import { createFlowProducer } from '../shared/queue/flows.js';
+import { cancelRun, createFlowProducer } from '../shared/queue/flows.js';
 import { storageConfigFromEnv } from '../shared/storage/config.js';
 import { reportKey } from '../shared/storage/keys.js';
 import { ObjectStore } from '../shared/storage/object-store.js';
@@ -166,7 +166,7 @@ test('a flat folder is ingested and scored unlabelled: one result row per image,
     assert.ok(await store.exists(reportKey(runId, 'plots/score-histogram.svg')));
 
     // A model without held-out good images: the scores are there, "anomalous" is empty and the report says why.
-    const plain = await submitScoring(ctx, { images: 'datasets/line-photos/line-2/', category: 'bottle', version: 'v-no-threshold' });
+    const plain = await submitScoring(ctx, { images: 'datasets/line-photos/line-2/', category: 'bottle', version: 'v-no-threshold', limit: 5 });
     assert.equal(plain.images, 1);
     const done = await waitForRun(connection, plain.runId, 'evaluation', redisConfig.prefix, { timeoutMs: 240_000 });
     assert.equal(done.state, 'completed', JSON.stringify(done.failures));
@@ -184,7 +184,7 @@ test('a flat folder is ingested and scored unlabelled: one result row per image,
   }
 });
 
-test('bad input to ingest and submit score is refused with an error naming it, before anything is queued', { timeout: 120_000 }, async () => {
+test('bad input to ingest and submit score is refused with an error naming it, before anything is queued; a limit takes the first images', { timeout: 120_000 }, async () => {
   const store = new ObjectStore(storageConfigFromEnv(env));
   const redisConfig = redisConfigFromEnv(env);
   const connection = createRedisConnection(redisConfig, { mode: 'fail-fast' });
@@ -203,6 +203,12 @@ test('bad input to ingest and submit score is refused with an error naming it, b
     await store.putObject('datasets/docs-only/a.txt', 'x');
     await assert.rejects(submitScoring(ctx, { images: 'docs-only', category: 'bottle', version: 'v-held-out' }),
       { message: /^no images under "datasets\/docs-only\/" in the bucket \(1 other files; images are \.png/ });
+    const firstTwo = await submitScoring(ctx, { images: 'line-photos', category: 'bottle', limit: 2, runId: 'score-first-two' });
+    assert.equal(firstTwo.images, 2);
+    assert.deepEqual((await flows.getFlow({ queueName: 'patchcore-report', id: 'score-first-two~report' }))!.children!.map((c) => c.job.data.imageKeys).flat(),
+      ['datasets/line-photos/frame-0a.png', 'datasets/line-photos/frame-0b.png']);
+    await cancelRun(connection, 'score-first-two', 'evaluation', { prefix: redisConfig.prefix });
+    await assert.rejects(submitScoring(ctx, { images: 'line-photos', category: 'bottle', limit: 0 }), { message: 'image limit 0 is not a positive integer' });
     await assert.rejects(submitScoring(ctx, { images: 'datasets/', category: 'bottle' }),
       { message: /^--images "datasets\/" is not a prefix of images in the bucket: it names no data set/ });
     await assert.rejects(submitScoring(ctx, { images: 'a/../../runs', category: 'bottle' }),

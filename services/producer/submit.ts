@@ -192,6 +192,8 @@ export interface ScoringRequest {
   targetFpr?: number;
   /** How many of the most anomalous images the report shows (default 24). */
   top?: number;
+  /** Only the first n images under the prefix, in key order (default: all). */
+  limit?: number;
   jobOptions?: JobsOptions;
 }
 
@@ -208,7 +210,8 @@ export async function submitScoring(ctx: ProducerContext, req: ScoringRequest): 
     throw new UserError(`model version ${category}/${version} does not exist (no ${modelKey(category, version, 'manifest.json')}): ` +
       'give --model-version latest or a published version');
   }
-  const keys = await listImagesUnder(ctx.store, images);
+  if (req.limit !== undefined && !(Number.isInteger(req.limit) && req.limit >= 1)) throw new UserError(`image limit ${req.limit} is not a positive integer`);
+  const keys = (await listImagesUnder(ctx.store, images)).slice(0, req.limit);
   const runId = req.runId ?? newRunId('score', category);
   const shards = splitShards(keys, req.shardSize ?? 32);
   if (shards.length > PAYLOAD_LIMITS.shards) {
