@@ -27,6 +27,7 @@ import { watchRun } from '../cli/commands/pipeline.js';
 import { accountRun } from '../shared/distributed/accounting.js';
 import { UserError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/log.js';
+import { BACKBONE_LAYERS, INPUT_NAME, opsUpTo } from '../shared/backbone/resnet50.js';
 import { defaultDatasetDir } from '../shared/paths.js';
 import { startProgress } from '../shared/run/progress.js';
 import { jobIds, type RunKind, type RunProgress } from '../shared/queue/flows.js';
@@ -69,6 +70,8 @@ export interface SizeResult {
   shards: number;
   /** Seconds per stage summed over the training run's jobs (compute, storage and queue wait per stage). */
   stages_s: Record<string, number>;
+  /** Seconds per stage of the run's last job alone (today the index job: merge, global coreset, index, save). */
+  root_job_s: Record<string, number>;
   bytes_written: { training: number; model: number; evaluation: number; unlabelled: number };
   evaluation: { images: number; wall_s: number; peak_rss_mib: { score: number; report: number }; stages_s: Record<string, number> };
   unlabelled: { images: number; wall_s: number; images_per_s: number; peak_rss_mib: { score: number; report: number }; stages_s: Record<string, number> } | null;
@@ -83,6 +86,8 @@ export interface ScaleReport {
   /** Redis memory per queued feature job, measured on a throwaway queue (measureRedisBytesPerJob). */
   redis_probe: { jobs: number; payload_bytes: number; bytes_per_job: number };
   host: { cpus: number; loadavg: number[] };
+  /** backboneMacs(224) in billions: the GPU estimate's starting point. */
+  backbone_gmac_per_image: number;
 }
 
 export interface ScaleOptions {
@@ -103,15 +108,15 @@ export function parseScaleArgs(argv: string[]): ScaleOptions & { json?: string }
   let parsed;
   try {
     parsed = parseArgs({
-    args: argv,
-    options: {
-      images: { type: 'string', default: '1000,4000,16000' }, json: { type: 'string' }, 'fan-in': { type: 'string' },
-      'bank-rows': { type: 'string', default: '16384' }, workers: { type: 'string', default: '2' },
-      'per-shard-coreset': { type: 'string', default: '0.1' }, 'shard-size': { type: 'string', default: '32' },
-      data: { type: 'string', default: defaultDatasetDir('bottle') }, seed: { type: 'string', default: '1' },
-      help: { type: 'boolean' },
-    },
-    });
+      args: argv,
+      options: {
+        images: { type: 'string', default: '1000,4000,16000' }, json: { type: 'string' }, 'fan-in': { type: 'string' },
+        'bank-rows': { type: 'string', default: '16384' }, workers: { type: 'string', default: '2' },
+        'per-shard-coreset': { type: 'string', default: '0.1' }, 'shard-size': { type: 'string', default: '32' },
+        data: { type: 'string', default: defaultDatasetDir('bottle') }, seed: { type: 'string', default: '1' },
+        help: { type: 'boolean' },
+      },
+      });
   } catch (err) {
     throw new UserError((err as Error).message);
   }
@@ -136,6 +141,28 @@ export function parseScaleArgs(argv: string[]): ScaleOptions & { json?: string }
 }
 
 // ---- peak RSS from /proc -----------------------------------------------------------------------------------------
+
+/**
+ * Multiply-accumulates of the backbone part PatchCore runs (conv1 to conv4_block6, shared/backbone/resnet50.ts) on
+ * one `side` x `side` image: the convolutions only (BN is folded into them; pooling and adds are negligible).
+ * The GPU estimate of docs/scale.md starts from it.
+ */
+export function backboneMacs(side = 224): number {
+  const sides = new Map<string, number>([[INPUT_NAME, side]]);
+  let macs = 0;
+  for (const op of opsUpTo([...BACKBONE_LAYERS])) {
+    const inSide = sides.get(op.inputs[0]);
+    if (inSide === undefined) throw new Error(`backboneMacs: ${op.name} reads ${op.inputs[0]}, which no earlier op writes`);
+    if (op.kind === 'add') {
+      sides.set(op.output, inSide);
+      continue;
+    }
+    const out = Math.floor((inSide + 2 * op.pad - op.kernel) / op.stride) + 1;
+    sides.set(op.output, out);
+    if (op.kind === 'conv') macs += out * out * op.kernel * op.kernel * op.inChannels * op.outChannels;
+  }
+  return macs;
+}
 
 /** A process's peak RSS since start or since the last resetPeakRss, in MiB. */
 export function peakRssOf(pid: number): number {
@@ -375,7 +402,7 @@ class ScaleBench {
       const redisAfter = await redisUsedMemory(this.c);
       const trained = await this.wait(submitted);
       const wall = (performance.now() - t0) / 1000;
-      const result = trained.parent?.returnValue as { bank: number; trainPatches: number; images: number } | undefined;
+      const result = trained.parent?.returnValue as { bank: number; trainPatches: number; images: number; timings_ms?: Record<string, number> } | undefined;
       if (!result) throw new Error(`training run ${submitted.runId} completed without a result`);
       const features = this.peak('features');
       const index = this.peak('index');
@@ -410,6 +437,7 @@ class ScaleBench {
         fan_in: this.o.fanIn,
         shards: submitted.shards,
         stages_s: await runStages(this.c, submitted),
+        root_job_s: Object.fromEntries(Object.entries(result.timings_ms ?? {}).map(([k, ms]) => [k, toSeconds(ms)])),
         bytes_written: {
           training: await prefixBytes(this.c.store, runPrefix(submitted.runId)),
           model: await prefixBytes(this.c.store, modelVersionPrefix(category, version)),
@@ -482,6 +510,7 @@ export async function runScale(o: ScaleOptions): Promise<ScaleReport> {
       archive,
       redis_probe: redisProbe,
       host: { cpus: cpus().length, loadavg: loadavg().map((l) => round(l, 2)) },
+      backbone_gmac_per_image: round(backboneMacs(224) / 1e9, 3),
     };
   } finally {
     await c.stop();
