@@ -116,7 +116,7 @@ export function parseScaleArgs(argv: string[]): ScaleOptions & { json?: string }
         data: { type: 'string', default: defaultDatasetDir('bottle') }, seed: { type: 'string', default: '1' },
         help: { type: 'boolean' },
       },
-      });
+    });
   } catch (err) {
     throw new UserError((err as Error).message);
   }
