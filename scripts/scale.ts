@@ -17,8 +17,8 @@
 // The training flow and unlabelled scoring go through one adapter function each (submitTreeTraining,
 // submitSinglePass, submitUnlabelled): they run today's flows and say in a comment what changes once the reduce-tree
 // flow (--fan-in, --coreset-size, --images) and `submit score --images` are merged.
-import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
@@ -323,8 +323,9 @@ class ScaleBench {
   private workers: WorkerProcess[] = [];
   private stopping = false;
   private abort = new AbortController();
+  private spawned = 0;
 
-  constructor(private readonly c: Cluster, private readonly o: ScaleOptions, private readonly log: Logger) {}
+  constructor(private readonly c: Cluster, private readonly o: ScaleOptions, private readonly log: Logger, private readonly workDir: string) {}
 
   private get ctx(): ProducerContext {
     return { store: this.c.store, flows: this.c.flows, log: this.log };
@@ -335,7 +336,8 @@ class ScaleBench {
     this.stopping = false;
     this.abort = new AbortController();
     const kinds: WorkerKind[] = [...Array<WorkerKind>(this.o.workers).fill('features'), 'index', 'score'];
-    this.workers = await Promise.all(kinds.map((k) => this.c.spawn(k)));
+    // Model caches inside the benchmark's own folder, removed with it.
+    this.workers = await Promise.all(kinds.map((k, i) => this.c.spawn(k, { MODEL_CACHE_DIR: join(this.workDir, `model-cache-${++this.spawned}-${i}`) })));
     for (const w of this.workers) {
       void w.exited.then(() => {
         if (this.stopping) return;
@@ -376,6 +378,7 @@ class ScaleBench {
         scorePeak = peakRssOf(pid);
         resetPeakRss(pid);
       });
+    reportStarted.catch(() => {}); // awaited below; a run that fails first reports its own error
     await this.wait(submitted);
     const wall = (performance.now() - t0) / 1000;
     await reportStarted;
@@ -473,8 +476,12 @@ export async function runScale(o: ScaleOptions): Promise<ScaleReport> {
   });
   // Straight to s3rver: the harness's fault proxy would only add a hop (and CPU) to every transfer.
   c.env.S3_ENDPOINT = c.s3.endpoint;
-  // The harness kills every process it started on exit and Ctrl-C; the archive on disk goes too.
-  const removeArchive = () => rmSync(c.s3.directory, { recursive: true, force: true });
+  const workDir = mkdtempSync(join(tmpdir(), 'patchcore-scale-'));
+  // The harness kills every process it started on exit and Ctrl-C; the archive and the model caches go too.
+  const removeArchive = () => {
+    rmSync(c.s3.directory, { recursive: true, force: true });
+    rmSync(workDir, { recursive: true, force: true });
+  };
   process.once('exit', removeArchive);
   try {
     say(`scale: sizes ${o.sizes.join(', ')}; bank ${o.bankRows} rows; ${o.workers} feature workers; data ${o.data}`);
@@ -494,7 +501,7 @@ export async function runScale(o: ScaleOptions): Promise<ScaleReport> {
     const archive = { images: total, bytes: [...bytes.values()].reduce((a, b) => a + b, 0), wall_s: round((performance.now() - t0) / 1000, 1) };
     say(`scale: archive of ${total} images written in ${archive.wall_s} s (${archive.bytes} bytes over ${targets.length} prefixes)`);
 
-    const bench = new ScaleBench(c, o, log);
+    const bench = new ScaleBench(c, o, log, workDir);
     const sizes: SizeResult[] = [];
     let singlePass: SizeResult | null = null;
     for (const n of o.sizes) {
@@ -514,6 +521,7 @@ export async function runScale(o: ScaleOptions): Promise<ScaleReport> {
     };
   } finally {
     await c.stop();
+    removeArchive();
     process.off('exit', removeArchive);
   }
 }
