@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../shared/paths.js';
@@ -49,9 +49,14 @@ function checkSize(s: SizeResult, what: string, images: number): void {
   assert.equal(s.evaluation.images, 6, `${what}: the whole test set evaluated`);
 }
 
-test('npm run scale writes the per-size JSON with a single-pass baseline on a tiny archive', { timeout: 600_000 }, async () => {
+test('npm run scale writes the per-size JSON with a single-pass baseline on a tiny archive', { timeout: 600_000 }, async (t) => {
   const data = makeBottleSubset({ train: 6, test: { good: 3, broken_large: 3 } });
-  const json = join(mkdtempSync(join(tmpdir(), 'patchcore-scale-')), 'scale.json');
+  const out = mkdtempSync(join(tmpdir(), 'patchcore-scale-test-'));
+  t.after(() => {
+    rmSync(out, { recursive: true, force: true });
+    rmSync(data, { recursive: true, force: true });
+  });
+  const json = join(out, 'scale.json');
   const r = await runScript(['--images', '16', '--shard-size', '8', '--bank-rows', '200', '--workers', '1', '--data', data, '--json', json], 540_000);
   assert.equal(r.code, 0, `exit code ${r.code}\n${r.stdout}\n${r.stderr.slice(-4000)}`);
   const report = JSON.parse(readFileSync(json, 'utf8')) as ScaleReport;
