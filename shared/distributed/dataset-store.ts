@@ -1,6 +1,7 @@
 // A category's files under an object-storage prefix (datasets/<name>/), listed once and classified like a local
 // folder; and image sources that read from the store.
 import { UnrecoverableError } from 'bullmq';
+import { UserError } from '../errors.js';
 import { classifyDatasetPaths, type DatasetNeeds, type MvtecDataset } from '../dataset/mvtec.js';
 import type { ImageSource } from '../run/sources.js';
 import { datasetsRoot, idSegment, normaliseRelativePath } from '../storage/keys.js';
@@ -19,6 +20,48 @@ export async function listStoredDataset(
 ): Promise<Omit<MvtecDataset, 'root' | 'category'>> {
   const paths = await listRelative(store, prefix);
   return classifyDatasetPaths(paths, `"${prefix}"`, need);
+}
+
+/** File endings taken as images under an `--images` prefix (their format is still sniffed from content). */
+export const IMAGE_FILE_RE = /\.(png|jpe?g|tiff?|bmp|webp)$/i;
+
+export interface ImagesUnderPrefix {
+  /** The dataset folder the prefix lies in (datasets/<name>/): what feature jobs name as their dataset prefix. */
+  datasetPrefix: string;
+  /** The folder prefix itself, normalised to end in "/". */
+  prefix: string;
+  /** Full keys of every image under it, in key order. */
+  keys: string[];
+}
+
+/**
+ * Every image under a bucket prefix, any layout (`submit train --images`): `prefix` must lie in a dataset folder,
+ * `datasets/<name>/[<folder>/...]`. Hidden files and files of other types are left out. `flag` names the input in
+ * errors (UserError): a prefix outside datasets/ or one with no images under it.
+ */
+export async function listImagesUnder(store: ObjectStore, prefix: string, flag = '--images'): Promise<ImagesUnderPrefix> {
+  const bad = (why: string): never => {
+    throw new UserError(`${flag} ${JSON.stringify(prefix)}: ${why}`);
+  };
+  const folder = prefix.endsWith('/') ? prefix : `${prefix}/`;
+  if (!folder.startsWith(datasetsRoot)) bad(`expected a prefix under ${datasetsRoot}<name>/ (where "patchcore ingest" uploads)`);
+  const [name, ...rest] = folder.slice(datasetsRoot.length, -1).split('/');
+  try {
+    idSegment('dataset name', name);
+    if (rest.length) normaliseRelativePath('folder', rest.join('/'));
+  } catch (err) {
+    bad((err as Error).message);
+  }
+  if (rest.length && normaliseRelativePath('folder', rest.join('/')) !== rest.join('/')) bad('expected a folder path in normal form (no "//", "." or "\\")');
+  const datasetPrefixOf = `${datasetsRoot}${name}/`;
+  const keys: string[] = [];
+  for await (const o of store.list(folder)) {
+    const rel = o.key.slice(folder.length);
+    if (rel.split('/').some((s) => s.startsWith('.')) || !IMAGE_FILE_RE.test(rel)) continue;
+    keys.push(o.key);
+  }
+  if (keys.length === 0) bad('no images under it (png, jpg, jpeg, tif, tiff, bmp, webp)');
+  return { datasetPrefix: datasetPrefixOf, prefix: folder, keys: keys.sort() };
 }
 
 /**

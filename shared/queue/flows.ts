@@ -1,5 +1,7 @@
 // Runs as BullMQ flows: a parent job that becomes runnable once all its shard children completed.
 //   training:   build-index (patchcore-index)  <- extract-features x shards (patchcore-features)
+//               or, with more shards than the fan-in, a reduce tree:
+//               build-index <- reduce (patchcore-reduce) <- ... <- reduce <- extract-features, at most F inputs a node
 //   evaluation: report      (patchcore-report) <- score-shard x shards      (patchcore-score)
 //
 // Job ids are derived from the run and shard ids ("<run>~features~<shard>"), so submitting a run twice
@@ -8,6 +10,7 @@
 //
 // A child that fails its last attempt fails the parent (failParentOnFailure): the run then ends
 // 'failed' instead of waiting for ever, and `status` shows the child's reason.
+import { createHash } from 'node:crypto';
 import { FlowProducer, Queue, type FlowJob, type Job, type JobsOptions, type JobState } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_QUEUE_PREFIX } from './config.js';
@@ -17,11 +20,15 @@ import {
   validatePayload,
   FEATURES_QUEUE,
   INDEX_QUEUE,
+  PAYLOAD_LIMITS,
+  REDUCE_QUEUE,
   REPORT_QUEUE,
   SCORE_QUEUE,
   type BuildIndexPayload,
   type ExtractFeaturesPayload,
   type QueueName,
+  type ReduceInput,
+  type ReducePayload,
   type ReportPayload,
   type ScoreShardPayload,
 } from './jobs.js';
@@ -33,7 +40,66 @@ export const jobIds = {
   extractFeatures: (runId: string, shardId: string) => `${runId}${SEP}features${SEP}${shardId}`,
   report: (runId: string) => `${runId}${SEP}report`,
   scoreShard: (runId: string, shardId: string) => `${runId}${SEP}score${SEP}${shardId}`,
+  /** A reduce-tree node "<level>-<index>". */
+  reduce: (runId: string, node: string) => `${runId}${SEP}reduce${SEP}${node}`,
 };
+
+/** Inputs merged by one reduce step unless `--fan-in` says otherwise: runs of up to this many shards need no tree. */
+export const DEFAULT_FAN_IN = 8;
+
+/** The job id of one input of a reduce step or of the root. */
+export function inputJobId(runId: string, input: ReduceInput): string {
+  return input.kind === 'shard' ? jobIds.extractFeatures(runId, input.id) : jobIds.reduce(runId, input.id);
+}
+
+export interface ReduceNodePlan {
+  /** "<level>-<index>": level 1 merges shards, level 2 merges level-1 outputs, ... */
+  node: string;
+  inputs: ReduceInput[];
+}
+
+export interface ReduceTreePlan {
+  nodes: ReduceNodePlan[];
+  /** What the root (build-index) merges: at most fan-in inputs. */
+  rootInputs: ReduceInput[];
+  /** Levels of merging, the root included: ceil(log_F(shards)), 1 for a run of at most F shards. */
+  depth: number;
+}
+
+/**
+ * The reduce tree over `shardIds` in their order: consecutive groups of at most `fanIn` become one node of the next
+ * level until at most `fanIn` remain, which the root merges. A group of one is passed up as it is (no node of one
+ * input). The same shards and fan-in always give the same tree, so node ids are stable across resubmissions.
+ */
+export function planReduceTree(shardIds: readonly string[], fanIn: number): ReduceTreePlan {
+  if (!Number.isInteger(fanIn) || fanIn < 2 || fanIn > PAYLOAD_LIMITS.fanIn) {
+    throw new Error(`fan-in ${fanIn} is invalid: expected an integer from 2 to ${PAYLOAD_LIMITS.fanIn}`);
+  }
+  let layer: ReduceInput[] = shardIds.map((id) => ({ kind: 'shard', id }));
+  const nodes: ReduceNodePlan[] = [];
+  let level = 0;
+  while (layer.length > fanIn) {
+    level++;
+    const next: ReduceInput[] = [];
+    for (let g = 0; g * fanIn < layer.length; g++) {
+      const members = layer.slice(g * fanIn, (g + 1) * fanIn);
+      if (members.length === 1) {
+        next.push(members[0]);
+        continue;
+      }
+      const node = `${level}-${g}`;
+      nodes.push({ node, inputs: members });
+      next.push({ kind: 'reduce', id: node });
+    }
+    layer = next;
+  }
+  return { nodes, rootInputs: layer, depth: level + 1 };
+}
+
+/** A reduce node's own coreset seed, derived from the run's seed and the node id: the same run, the same seeds. */
+export function nodeSeed(runSeed: number, node: string): number {
+  return createHash('sha256').update(`${runSeed}/${node}`).digest().readInt32LE(0);
+}
 
 /** The shard id in a child job id (or in a child key "<prefix>:<queue>:<jobId>"), else null. */
 export function shardIdOfJobId(jobIdOrKey: string): string | null {
@@ -65,6 +131,11 @@ export interface TrainingRunSpec {
   coreset: BuildIndexPayload['coreset'];
   hnsw: BuildIndexPayload['hnsw'];
   shards: ShardSpec[];
+  /** Reduce tree: a run of more shards than this is merged by a tree of reduce jobs of at most this many inputs. */
+  fanIn?: number;
+  /** Incremental retraining: the version whose bank joins the new images' coresets at the root. */
+  parentModel?: BuildIndexPayload['parentModel'];
+  imagesPrefix?: string;
   /** Overrides of defaultJobOptions for every job of the run (attempts, backoff, retention). */
   jobOptions?: JobsOptions;
 }
@@ -136,6 +207,7 @@ export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: Trai
     );
     return { name: 'extract-features', queueName: FEATURES_QUEUE, data, opts: jobOptionsFor(jobId, spec.jobOptions, true) };
   });
+  const tree = spec.fanIn !== undefined && spec.shards.length > spec.fanIn ? planReduceTree(spec.shards.map((s) => s.shardId), spec.fanIn) : null;
   const parentData: BuildIndexPayload = validatePayload(
     'build-index',
     {
@@ -149,17 +221,43 @@ export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: Trai
       frame: spec.frame,
       sigma: spec.sigma,
       shards: spec.shards.map((s) => s.shardId),
+      ...(tree ? { inputs: tree.rootInputs, tree: { fanIn: spec.fanIn, nodes: tree.nodes.map((n) => n.node) } } : {}),
+      ...(spec.parentModel ? { parentModel: spec.parentModel } : {}),
+      ...(spec.imagesPrefix ? { imagesPrefix: spec.imagesPrefix } : {}),
     },
     parentId,
   );
+  const rootChildren = tree ? reduceTreeFlows(spec, tree, children) : children;
   const flow: FlowJob = {
     name: 'build-index',
     queueName: INDEX_QUEUE,
     data: parentData,
     opts: jobOptionsFor(parentId, spec.jobOptions, false),
-    children,
+    children: rootChildren,
   };
-  return addRun(flowProducer, INDEX_QUEUE, parentId, flow, children.map((c) => c.opts.jobId!), spec.runId);
+  const childJobIds = [...children.map((c) => c.opts.jobId!), ...(tree?.nodes.map((n) => jobIds.reduce(spec.runId, n.node)) ?? [])];
+  return addRun(flowProducer, INDEX_QUEUE, parentId, flow, childJobIds, spec.runId);
+}
+
+/** The root's children of a tree run: nested reduce jobs down to the feature jobs (`leaves`, one per shard). */
+function reduceTreeFlows(spec: TrainingRunSpec, tree: ReduceTreePlan, leaves: FlowJob[]): FlowJob[] {
+  const leafOf = new Map(spec.shards.map((s, i) => [s.shardId, leaves[i]]));
+  const nodeOf = new Map(tree.nodes.map((n) => [n.node, n]));
+  const flowOf = (input: ReduceInput): FlowJob => {
+    if (input.kind === 'shard') return leafOf.get(input.id)!;
+    const node = nodeOf.get(input.id)!;
+    const jobId = jobIds.reduce(spec.runId, node.node);
+    const data: ReducePayload = validatePayload(
+      'reduce',
+      {
+        runId: spec.runId, node: node.node, recipe: spec.recipe, inputs: node.inputs,
+        coreset: { ...spec.coreset, seed: nodeSeed(spec.coreset.seed, node.node) },
+      },
+      jobId,
+    );
+    return { name: 'reduce', queueName: REDUCE_QUEUE, data, opts: jobOptionsFor(jobId, spec.jobOptions, true), children: node.inputs.map(flowOf) };
+  };
+  return tree.rootInputs.map(flowOf);
 }
 
 /** Enqueues report over one score-shard job per shard; every payload is validated first. */
@@ -215,6 +313,19 @@ export async function collectShardResults<T = unknown>(job: Job, shards: readonl
     throw new Error(`job ${job.id} (${job.name}): no result from shard(s) ${missing.join(', ')}`);
   }
   return byShard;
+}
+
+/**
+ * The return values of a job's children by child job id (reduce steps and the root of a tree run, whose children
+ * are of several kinds). Throws naming the job and the children when one of `childJobIds` has no result.
+ */
+export async function collectChildResults<T = unknown>(job: Job, childJobIds: readonly string[]): Promise<Map<string, T>> {
+  const values = await job.getChildrenValues<T>();
+  const byId = new Map<string, T>();
+  for (const [key, value] of Object.entries(values)) byId.set(key.slice(key.lastIndexOf(':') + 1), value);
+  const missing = childJobIds.filter((id) => !byId.has(id));
+  if (missing.length > 0) throw new Error(`job ${job.id} (${job.name}): no result from ${missing.join(', ')}`);
+  return byId;
 }
 
 export type RunKind = 'training' | 'evaluation';
