@@ -474,10 +474,6 @@ if redis.call("ZREM", KEYS[2], ARGV[1]) == 1 then
 end
 return 0`;
 
-/**
- * `patchcore retry <run>`: every failed job of the run back to the queue with fresh attempts. Children first go
- * back into their parent's dependencies; a parent that failed because of them waits for them again.
- */
 /** A run's parent job and its queues, open for the duration of `use`: what retry and cancel work on. */
 interface RunJobs {
   q: (typeof RUN_QUEUES)[RunKind];
@@ -487,6 +483,9 @@ interface RunJobs {
   parentId: string;
   parent: Job;
   shardIds: string[];
+  /** A tree run's reduce steps, top level first, in their queue (none for other runs). */
+  reduceQueue: Queue;
+  nodeIds: string[];
 }
 
 async function withRunJobs<T>(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string }, use: (r: RunJobs) => Promise<T>): Promise<T> {
@@ -495,38 +494,53 @@ async function withRunJobs<T>(connection: Redis, runId: string, kind: RunKind, o
   const prefix = opts.prefix ?? DEFAULT_QUEUE_PREFIX;
   const parentQueue = new Queue(q.parent, { connection, prefix, skipMetasUpdate: true });
   const childQueue = new Queue(q.child, { connection, prefix, skipMetasUpdate: true });
+  const reduceQueue = new Queue(REDUCE_QUEUE, { connection, prefix, skipMetasUpdate: true });
   try {
     const parentId = q.parentId(runId);
     const parent = await parentQueue.getJob(parentId);
     if (!parent) throw new Error(`no ${kind} run "${runId}" in the queues (prefix "${prefix}")`);
     const shardIds: string[] = Array.isArray(parent.data?.shards) ? parent.data.shards.map(String) : [];
-    return await use({ q, prefix, parentQueue, childQueue, parentId, parent, shardIds });
+    const nodes: string[] = kind === 'training' && Array.isArray(parent.data?.tree?.nodes) ? parent.data.tree.nodes.map(String) : [];
+    const level = (node: string) => Number(node.split('-')[0]) || 0;
+    const nodeIds = [...nodes].sort((a, b) => level(b) - level(a));
+    return await use({ q, prefix, parentQueue, childQueue, parentId, parent, shardIds, reduceQueue, nodeIds });
   } finally {
-    await Promise.all([parentQueue.close(), childQueue.close()]);
+    await Promise.all([parentQueue.close(), childQueue.close(), reduceQueue.close()]);
   }
 }
 
+/**
+ * `patchcore retry <run>`: every failed job of the run back to the queue with fresh attempts. Children first go
+ * back into their parent's dependencies; a parent that failed because of them waits for them again (in a tree
+ * run, at every level: the root and the reduce steps).
+ */
 export function retryRun(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string } = {}): Promise<RetriedRun> {
-  return withRunJobs(connection, runId, kind, opts, async ({ q, prefix, parentQueue, childQueue, parentId, parent, shardIds }) => {
-    const failedChildren: Job[] = [];
-    for (const shardId of shardIds) {
-      const id = q.childId(runId, shardId);
-      if ((await childQueue.getJobState(id)) === 'failed') failedChildren.push((await childQueue.getJob(id))!);
+  return withRunJobs(connection, runId, kind, opts, async ({ q, prefix, parentQueue, childQueue, parentId, parent, shardIds, reduceQueue, nodeIds }) => {
+    // Every job of the run, parents before their children: the root, the reduce steps top level first, the shards.
+    const all: { queue: Queue; id: string }[] = [
+      { queue: parentQueue, id: parentId },
+      ...nodeIds.map((n) => ({ queue: reduceQueue, id: jobIds.reduce(runId, n) })),
+      ...shardIds.map((s) => ({ queue: childQueue, id: q.childId(runId, s) })),
+    ];
+    const failed = new Map<string, { queue: Queue; job: Job }>();
+    for (const { queue, id } of all) {
+      if ((await queue.getJobState(id)) === 'failed') failed.set(id, { queue, job: id === parentId ? parent : (await queue.getJob(id))! });
     }
+    const childIdsOf = (job: Job): string[] => {
+      if (job.queueName === childQueue.name) return [];
+      const inputs: ReduceInput[] | undefined = job.data?.inputs;
+      return inputs ? inputs.map((i) => inputJobId(runId, i)) : shardIds.map((s) => q.childId(runId, s));
+    };
     const retried: string[] = [];
-    const parentState = await parentQueue.getJobState(parentId);
-    if (failedChildren.length > 0 && parentState === 'failed') {
-      const base = `${prefix}:${q.parent}`;
-      await connection.eval(REOPEN_PARENT, 3, `${base}:${parentId}`, `${base}:failed`, `${base}:waiting-children`, parentId, String(Date.now()));
-      retried.push(parentId);
-    }
-    for (const child of failedChildren) {
-      await child.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-      retried.push(child.id!);
-    }
-    if (failedChildren.length === 0 && parentState === 'failed') {
-      await parent.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-      retried.push(parentId);
+    for (const [id, { queue, job }] of failed) {
+      if (childIdsOf(job).some((c) => failed.has(c))) {
+        // Failed because a child failed: back to waiting for its children, which are retried below.
+        const base = `${prefix}:${queue.name}`;
+        await connection.eval(REOPEN_PARENT, 3, `${base}:${id}`, `${base}:failed`, `${base}:waiting-children`, id, String(Date.now()));
+      } else {
+        await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+      }
+      retried.push(id);
     }
     return { runId, kind, retried };
   });
@@ -546,7 +560,7 @@ export interface CancelledRun {
  * child can release it). Running jobs finish or fail on their own. Its ids are free again afterwards.
  */
 export function cancelRun(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string } = {}): Promise<CancelledRun> {
-  return withRunJobs(connection, runId, kind, opts, async ({ q, parentQueue, childQueue, parentId, shardIds }) => {
+  return withRunJobs(connection, runId, kind, opts, async ({ q, parentQueue, childQueue, parentId, shardIds, reduceQueue, nodeIds }) => {
     const removed: string[] = [];
     const running: string[] = [];
     const take = async (queue: Queue, id: string) => {
@@ -561,6 +575,7 @@ export function cancelRun(connection: Redis, runId: string, kind: RunKind, opts:
       else running.push(id);
     };
     await take(parentQueue, parentId);
+    for (const node of nodeIds) await take(reduceQueue, jobIds.reduce(runId, node));
     for (const shardId of shardIds) await take(childQueue, q.childId(runId, shardId));
     return { runId, kind, removed, running };
   });
