@@ -2,8 +2,10 @@
 // worker process (root build-index and reduce steps) should peak at about the same RSS however many images the run
 // has. Real redis-server, s3rver and worker processes on the bottle training images (not part of the tests).
 //
-//   node --import tsx scripts/bench-tree-memory.ts [--sizes 52,209] [--cap 1000] [--fan-in 4] [--shard-size 8] [--json <file>]
+//   node --import tsx scripts/bench-tree-memory.ts [--sizes 52,209] [--cap 1000] [--fan-in 4] [--shard-size 8] [--flat] [--json <file>]
 //
+// --flat also runs each size as a single pass (one root over every shard's raw embeddings, no per-shard coreset:
+// today's flow for runs of at most F shards), for comparison.
 // Per size: a fresh index worker process; its peak RSS (VmHWM) idle before the run and at the end, the reduce
 // steps' and the root's own peak_rss_mib, the tree's shape, the bank rows and the wall time.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -32,6 +34,7 @@ const { values: args } = parseArgs({
     'fan-in': { type: 'string', default: '4' },
     'shard-size': { type: 'string', default: '8' },
     json: { type: 'string' },
+    flat: { type: 'boolean', default: false },
   },
 });
 const sizes = args.sizes!.split(',').map(Number);
@@ -74,15 +77,19 @@ try {
   await store.ensureBucket();
   const weights = { file: defaultWeightsPath(), sha256: await sha256File(defaultWeightsPath()) };
   const src = join(defaultDatasetDir('bottle'), 'train/good');
-  for (const n of sizes) {
+  const ingested = new Set<number>();
+  for (const [mode, n] of (args.flat ? ['tree', 'flat'] : ['tree']).flatMap((m) => sizes.map((n) => [m, n] as const))) {
     const dir = mkdtempSync(join(tmpdir(), 'patchcore-tree-memory-'));
     mkdirSync(join(dir, 'images'));
     for (const f of readdirSync(src).sort().slice(0, n)) symlinkSync(join(src, f), join(dir, 'images', f));
-    await ingestDataset(store, dir, `bottle-${n}`);
+    if (!ingested.has(n)) await ingestDataset(store, dir, `bottle-${n}`);
+    ingested.add(n);
     const index = await startWorker('index', env);
     const idle = vmHwmMiB(index.pid!);
     const t0 = performance.now();
-    const run = await submitTraining({ store, flows, log }, { images: `datasets/bottle-${n}/images/`, category: `mem-${n}`, shardSize, fanIn, coresetSize: cap, weights });
+    const run = await submitTraining({ store, flows, log }, {
+      images: `datasets/bottle-${n}/images/`, category: `mem-${mode}-${n}`, shardSize, fanIn: mode === 'flat' ? 64 : fanIn, coresetSize: cap, weights,
+    });
     const done = await waitForRun(connection, run.runId, 'training', redisConfig.prefix, { timeoutMs: 3_600_000 });
     if (done.state !== 'completed') throw new Error(`run of ${n} images: ${JSON.stringify(done.failures)}`);
     const peak = vmHwmMiB(index.pid!);
@@ -93,7 +100,7 @@ try {
     await reduceQueue.close();
     const root = done.parent!.returnValue as { bank: number; mergedRows: number; peak_rss_mib: number };
     rows.push({
-      images: n, shards: run.shards, fan_in: fanIn, cap, depth: run.tree!.depth, reduce_steps: steps.length,
+      mode, images: n, shards: run.shards, fan_in: run.tree!.fanIn, cap, depth: run.tree!.depth, reduce_steps: steps.length,
       max_step_input_rows: Math.max(root.mergedRows, ...steps.map((s) => s.inputRows)), bank_rows: root.bank,
       index_worker_idle_rss_mib: idle, index_worker_peak_rss_mib: peak,
       max_reduce_step_rss_mib: Math.max(0, ...steps.map((s) => s.peak_rss_mib)), root_rss_mib: root.peak_rss_mib,
@@ -110,6 +117,11 @@ try {
   await s3.stop();
 }
 console.table(rows);
-const out = { sizes: rows, ratio_peak_rss: rows.length > 1 ? Math.round(((rows.at(-1)!.index_worker_peak_rss_mib as number) / (rows[0].index_worker_peak_rss_mib as number)) * 1000) / 1000 : null };
+// Peak RSS of the largest run over the smallest's, per mode.
+const ratio = (mode: string) => {
+  const of = rows.filter((r) => r.mode === mode).map((r) => r.index_worker_peak_rss_mib as number);
+  return of.length > 1 ? Math.round((of.at(-1)! / of[0]) * 1000) / 1000 : null;
+};
+const out = { sizes: rows, ratio_peak_rss: { tree: ratio('tree'), flat: ratio('flat') } };
 process.stdout.write(JSON.stringify(out) + '\n');
 if (args.json) writeFileSync(args.json, JSON.stringify(out, null, 2));
