@@ -6,8 +6,9 @@
 //
 // --flat also runs each size as a single pass (one root over every shard's raw embeddings, no per-shard coreset:
 // today's flow for runs of at most F shards), for comparison.
-// Per size: a fresh index worker process; its peak RSS (VmHWM) idle before the run and at the end, the reduce
-// steps' and the root's own peak_rss_mib, the tree's shape, the bank rows and the wall time.
+// Per size: a fresh index worker process; its resident set idle before the run and the largest sampled during it
+// (their difference: what the root and reduce jobs took), its VmHWM (start-up included), the jobs' own
+// peak_rss_mib (the process's high-water mark when each finished), the tree's shape, the bank rows and the wall time.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -42,7 +43,21 @@ const cap = Number(args.cap);
 const fanIn = Number(args['fan-in']);
 const shardSize = Number(args['shard-size']);
 
-const vmHwmMiB = (pid: number) => Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024);
+const statusMiB = (pid: number, field: 'VmHWM' | 'VmRSS') =>
+  Math.round(Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024);
+
+/** Samples a process's resident set every 50 ms: its start-up high-water mark would hide the jobs' own peak. */
+function sampleRss(pid: number): { stop(): number } {
+  let max = statusMiB(pid, 'VmRSS');
+  const timer = setInterval(() => {
+    try {
+      max = Math.max(max, statusMiB(pid, 'VmRSS'));
+    } catch {
+      // the process has exited
+    }
+  }, 50);
+  return { stop: () => (clearInterval(timer), max) };
+}
 
 function startWorker(kind: string, env: NodeJS.ProcessEnv): Promise<ChildProcess> {
   const child = spawn(process.execPath, [join(repoRoot, 'bin', 'patchcore.js'), 'worker', kind], { env, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -85,14 +100,17 @@ try {
     if (!ingested.has(n)) await ingestDataset(store, dir, `bottle-${n}`);
     ingested.add(n);
     const index = await startWorker('index', env);
-    const idle = vmHwmMiB(index.pid!);
+    await new Promise((r) => setTimeout(r, 2000));
+    const idle = statusMiB(index.pid!, 'VmRSS');
+    const sampler = sampleRss(index.pid!);
     const t0 = performance.now();
     const run = await submitTraining({ store, flows, log }, {
       images: `datasets/bottle-${n}/images/`, category: `mem-${mode}-${n}`, shardSize, fanIn: mode === 'flat' ? 64 : fanIn, coresetSize: cap, weights,
     });
     const done = await waitForRun(connection, run.runId, 'training', redisConfig.prefix, { timeoutMs: 3_600_000 });
     if (done.state !== 'completed') throw new Error(`run of ${n} images: ${JSON.stringify(done.failures)}`);
-    const peak = vmHwmMiB(index.pid!);
+    const peak = sampler.stop();
+    const hwm = statusMiB(index.pid!, 'VmHWM');
     const reduceQueue = new Queue(REDUCE_QUEUE, { connection, prefix: redisConfig.prefix });
     const steps: ReduceResult[] = [];
     const parent = await new Queue('patchcore-index', { connection, prefix: redisConfig.prefix }).getJob(jobIds.buildIndex(run.runId));
@@ -102,7 +120,7 @@ try {
     rows.push({
       mode, images: n, shards: run.shards, fan_in: run.tree!.fanIn, cap, depth: run.tree!.depth, reduce_steps: steps.length,
       max_step_input_rows: Math.max(root.mergedRows, ...steps.map((s) => s.inputRows)), bank_rows: root.bank,
-      index_worker_idle_rss_mib: idle, index_worker_peak_rss_mib: peak,
+      index_worker_idle_rss_mib: idle, index_worker_peak_rss_mib: peak, index_worker_jobs_mib: peak - idle, index_worker_hwm_mib: hwm,
       max_reduce_step_rss_mib: Math.max(0, ...steps.map((s) => s.peak_rss_mib)), root_rss_mib: root.peak_rss_mib,
       wall_s: Math.round((performance.now() - t0) / 100) / 10,
     });

@@ -112,6 +112,9 @@ test('a reduce tree of depth 3 (6 shards, fan-in 2) publishes a capped bank, the
       const done = await waitForRun(c.connection, train.runId, 'training', c.prefix, { timeoutMs: 600_000 });
       assert.equal(done.state, 'completed', `${JSON.stringify(done.failures)}\n${workerOutput.join('')}`);
       firstVersion = train.version!;
+      // status shows the reduce steps too.
+      assert.deepEqual(done.reduce, { total: 4, done: 4, active: 0, failed: 0 });
+      assert.equal(done.counts.done, 6);
       const manifest = await c.store.getManifest(modelKey('tree', firstVersion, 'manifest.json'), ModelManifestSchema);
       assert.ok(manifest);
       // The cap bounds the bank: the root had more rows than that to choose from.

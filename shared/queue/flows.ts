@@ -358,6 +358,8 @@ export interface RunProgress {
   shards: ShardProgressView[];
   /** Jobs that failed for good (children and parent), with their reasons. */
   failures: { jobId: string; shardId: string | null; reason: string; attemptsMade: number }[];
+  /** A tree-reduced training run: its reduce steps by state (their failures are in `failures`, shardId null). */
+  reduce?: { total: number; done: number; active: number; failed: number };
 }
 
 const RUN_QUEUES: Record<RunKind, { parent: QueueName; child: QueueName; parentId: (r: string) => string; childId: (r: string, s: string) => string }> = {
@@ -440,16 +442,36 @@ export async function runProgress(
         failures.push({ jobId: s.jobId, shardId: s.shardId, reason: s.failedReason ?? 'unknown', attemptsMade: s.attemptsMade });
       }
     }
+    const nodes: string[] = kind === 'training' && Array.isArray(parentJob.data?.tree?.nodes) ? parentJob.data.tree.nodes.map(String) : [];
+    let reduce: RunProgress['reduce'];
+    if (nodes.length > 0) {
+      reduce = { total: nodes.length, done: 0, active: 0, failed: 0 };
+      const reduceQueue = new Queue(REDUCE_QUEUE, { connection, prefix, skipMetasUpdate: true });
+      reduceQueue.on('error', ignore);
+      try {
+        for (const node of nodes) {
+          const view = await jobView(reduceQueue, jobIds.reduce(runId, node));
+          if (view.state === 'completed') reduce.done++;
+          else if (view.state === 'active') reduce.active++;
+          else if (view.state === 'failed') {
+            reduce.failed++;
+            failures.push({ jobId: view.jobId, shardId: null, reason: view.failedReason ?? 'unknown', attemptsMade: view.attemptsMade });
+          }
+        }
+      } finally {
+        await reduceQueue.close();
+      }
+    }
     if (parent.state === 'failed') {
       failures.push({ jobId: parent.jobId, shardId: null, reason: parent.failedReason ?? 'unknown', attemptsMade: parent.attemptsMade });
     }
 
     let state: RunState;
     if (parent.state === 'completed') state = 'completed';
-    else if (parent.state === 'failed' || counts.failed > 0) state = 'failed';
+    else if (parent.state === 'failed' || counts.failed > 0 || (reduce?.failed ?? 0) > 0) state = 'failed';
     else if (parent.state === 'active' || counts.active + counts.done + counts.delayed > 0) state = 'running';
     else state = 'queued';
-    return { runId, kind, state, parent, counts, shards, failures };
+    return { runId, kind, state, parent, counts, shards, failures, ...(reduce ? { reduce } : {}) };
   } finally {
     await Promise.all([parentQueue.close(), childQueue.close()]);
   }
