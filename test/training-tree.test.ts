@@ -73,6 +73,16 @@ after(async () => {
   await s3?.stop();
 });
 
+/** `patchcore <args>` against this test's Redis and s3rver: exit status, stdout and stderr. */
+function runCli(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'patchcore.js'), ...args], { env: { ...env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  return new Promise((resolve) => child.once('exit', (status) => resolve({ status, stdout, stderr })));
+}
+
 function clients() {
   const store = new ObjectStore(storageConfigFromEnv(env));
   const redisConfig = redisConfigFromEnv(env);
@@ -187,7 +197,12 @@ test('incremental retraining: --from-version latest --images <prefix> adds new i
   try {
     await ingestDataset(c.store, newImagesFolder(), 'bottle-new');
     const latestBefore = (await readLatest(c.store, 'tree'))!.version;
-    const run = await submitTraining(c.ctx, { images: 'datasets/bottle-new/batch-1', category: 'tree', fromVersion: 'latest', shardSize: 2, fanIn: 2, weights });
+    // Through the command line, as an operator would (the parent's frame, seed and cap carry over).
+    // Asynchronously: s3rver runs in this process and must keep answering.
+    const cli = await runCli(['submit', 'train', '--images', 'datasets/bottle-new/batch-1', '--category', 'tree',
+      '--from-version', 'latest', '--shard-size', '2', '--fan-in', '2']);
+    assert.equal(cli.status, 0, cli.stderr);
+    const run = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as Awaited<ReturnType<typeof submitTraining>>;
     assert.equal(run.images, 3);
     assert.equal(run.parentVersion, latestBefore);
     // Only the new images are read: the run's feature jobs name nothing else.

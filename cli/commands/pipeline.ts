@@ -125,11 +125,14 @@ export async function submitCommand(argv: string[]): Promise<void> {
     if (train) {
       const o = train;
       const weightsPath = resolve(o.weights);
+      const fromParent = (flag: string) => o['from-version'] !== undefined && !rest.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`));
       submitted = await submitTraining(ctx, {
         dataset: o.dataset, images: o.images, fromVersion: o['from-version'], coresetSize: o['coreset-size'], fanIn: o['fan-in'],
         category: o.category, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
         perShardCoresetRatio: o['per-shard-coreset'] ?? null, shardSize: o['shard-size'], batchSize: o['batch-size'],
-        seed: o.seed, frame: { resize: o.resize, crop: o.crop }, runId: o['run-id'], version: o.version,
+        // An incremental run takes its parent's seed and frame unless they are given (the frame must then agree).
+        seed: fromParent('seed') ? undefined : o.seed, runId: o['run-id'], version: o.version,
+        frame: fromParent('resize') && fromParent('crop') ? undefined : { resize: o.resize, crop: o.crop },
         weights: { file: weightsPath, sha256: await sha256File(weightsPath) },
       });
       process.stdout.write(JSON.stringify(submitted) + '\n');
