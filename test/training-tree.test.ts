@@ -15,6 +15,7 @@ import { UsageError } from '../cli/args.js';
 import { startRedisServer, type RedisServer } from '../shared/embedded/redis-server.js';
 import { startS3rver, type S3Server } from '../shared/embedded/s3-server.js';
 import { UserError } from '../shared/errors.js';
+import { accountRun } from '../shared/distributed/accounting.js';
 import { reduceNode, type InputResult, type ReduceResult } from '../shared/distributed/reduce.js';
 import { readLatest } from '../shared/distributed/model-store.js';
 import { ModelManifestSchema } from '../shared/model/manifest.js';
@@ -125,6 +126,8 @@ test('a reduce tree of depth 3 (6 shards, fan-in 2) publishes a capped bank, the
       // status shows the reduce steps too.
       assert.deepEqual(done.reduce, { total: 4, done: 4, active: 0, failed: 0 });
       assert.equal(done.counts.done, 6);
+      // The run's accounting counts every job: 6 feature jobs, 4 reduce steps and the root.
+      assert.equal((await accountRun(c.connection, c.prefix, train.runId, 'training', ['0000', '0001', '0002', '0003', '0004', '0005'])).jobs, 11);
       const manifest = await c.store.getManifest(modelKey('tree', firstVersion, 'manifest.json'), ModelManifestSchema);
       assert.ok(manifest);
       // The cap bounds the bank: the root had more rows than that to choose from.
