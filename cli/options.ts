@@ -40,8 +40,10 @@ export const OPTIONS = optionTable([
   // What a PatchCore model is made of
   choice('recipe', RECIPE_NAMES, 'patch feature recipe').default('paper'),
   option('coreset-ratio', '<r>', ratio, 'fraction of training patches kept in the bank').shownDefault(recipeCoresetRatios),
-  option('coreset-size', '<n>', positiveInt, 'exact bank size instead of a ratio'),
-  option('per-shard-coreset', '<r>', ratio, 'merge-and-reduce: reduce each shard with its own coreset first'),
+  option('coreset-size', '<n>', positiveInt, 'exact bank size instead of a ratio (submit train: the cap of the bank and of every reduce step)'),
+  option('per-shard-coreset', '<r>', ratio, 'merge-and-reduce: reduce each shard with its own coreset first (default for runs reduced as a tree: the coreset ratio)'),
+  option('fan-in', '<n>', intFlag.refine((n) => n >= 2 && n <= 64, { message: 'expected an integer from 2 to 64' }),
+    'inputs merged by one reduce step; a run of more shards is reduced as a tree of such steps').shownDefault('8'),
   option('validation-split', '<r>', fraction, 'PatchCore: hold out this fraction of the good training images and record their scores, so evaluate can set a target-FPR threshold')
     .shownDefault('0'),
 
@@ -62,12 +64,13 @@ export const OPTIONS = optionTable([
 
   // Runs of the distributed pipeline
   option('dataset', '<name>', z.string(), 'data set name in the bucket (datasets/<name>/)').required(),
-  option('images', '<prefix>', z.string(), 'every image under this prefix of the bucket, any layout: datasets/<name>/[<folder>/] or <name>[/<folder>]').required(),
   option('category', '<name>', z.string(), 'model category').shownDefault('the dataset name'),
   option('shard-size', '<n>', positiveInt, 'images per shard').default(32),
   option('run-id', '<id>', z.string(), 'the run\'s id; the same id given again does not start a second run').shownDefault('a new one'),
   option('version', '<id>', z.string(), 'model version the run writes').shownDefault('derived from the run id'),
   option('model-version', '<v>|latest', z.string(), 'model version to evaluate').default('latest'),
+  option('images', '<prefix>', z.string(), 'every image under this prefix of the bucket, any layout: datasets/<name>/[<folder>/] or <name>[/<folder>] (train: all good images; score: the images to score)'),
+  option('from-version', '<v>|latest', z.string(), 'incremental retraining: reduce the new images together with this version\'s bank into a new version (old images are not read again)'),
   toggle('wait', 'wait for the run and show its progress'),
   toggle('watch', 'follow the run to the end with a progress bar'),
   option('feature-workers', '<n>', intFlag.refine((n) => n >= 1 && n <= 16, { message: 'expected 1 to 16' }), 'feature worker processes').default(1),

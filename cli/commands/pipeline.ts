@@ -77,12 +77,27 @@ export async function ingestCommand(argv: string[]): Promise<void> {
   }
 }
 
-export const SUBMIT_TRAIN = defineCommand({
+const SUBMIT_TRAIN_FLAGS = defineCommand({
   name: 'submit train',
-  synopsis: '--dataset <name> [options]',
-  about: 'The workers use the --weights file; its sha256 goes into the jobs.',
-  options: [...QUEUE_OPTIONS, ...MODEL_OPTIONS, O['per-shard-coreset'], O['batch-size'], O.seed, ...FRAME_OPTIONS, O.version, O.weights],
+  synopsis: '--dataset <name> | --images <prefix> [options]',
+  about: `The training images: --dataset <name> (its train/good/) or --images <prefix> (every image under it).
+The workers use the --weights file; its sha256 goes into the jobs. Runs of more shards than --fan-in are reduced
+as a tree; --coreset-size caps the bank and every reduce step. --from-version <v|latest> --images <prefix> adds new
+good images to a version: a new version from that bank and the new images' coresets.`,
+  options: [
+    O.dataset.optional(), ...QUEUE_OPTIONS.filter((o) => o !== O.dataset), ...MODEL_OPTIONS, O['coreset-size'], O['per-shard-coreset'],
+    O['fan-in'], O.images, O['from-version'], O['batch-size'], O.seed, ...FRAME_OPTIONS, O.version, O.weights,
+  ],
 });
+/** --dataset stays required unless --images names the images instead. */
+export const SUBMIT_TRAIN: typeof SUBMIT_TRAIN_FLAGS = {
+  ...SUBMIT_TRAIN_FLAGS,
+  parse(argv) {
+    const o = SUBMIT_TRAIN_FLAGS.parse(argv);
+    if (o.dataset === undefined && o.images === undefined) throw new UsageError('patchcore submit train: --dataset: is required');
+    return o;
+  },
+};
 export const SUBMIT_EVALUATE = defineCommand({
   name: 'submit evaluate',
   synopsis: '--dataset <name> [options]',
@@ -95,7 +110,7 @@ export const SUBMIT_SCORE = defineCommand({
 results.jsonl (image, score, anomalous at the model's threshold, the key of its heatmap under reports/<run>/maps/),
 summary.json and index.html (score distribution, most anomalous images). The threshold is the target FPR on the good
 images the model held out at fit time (--validation-split); a model without them leaves "anomalous" empty.`,
-  options: [O.images, O.category, O['model-version'], O['target-fpr'], O['shard-size'], O['run-id'], O.wait],
+  options: [O.images.required(), O.category, O['model-version'], O['target-fpr'], O['shard-size'], O['run-id'], O.wait],
 });
 export const SUBMIT_USAGE = `${SUBMIT_TRAIN.usage}\n${SUBMIT_EVALUATE.usage}\n${SUBMIT_SCORE.usage}`;
 
@@ -122,10 +137,14 @@ export async function submitCommand(argv: string[]): Promise<void> {
     if (train) {
       const o = train;
       const weightsPath = resolve(o.weights);
+      const fromParent = (flag: string) => o['from-version'] !== undefined && !rest.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`));
       submitted = await submitTraining(ctx, {
-        dataset: o.dataset, category: o.category, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
+        dataset: o.dataset, images: o.images, fromVersion: o['from-version'], coresetSize: o['coreset-size'], fanIn: o['fan-in'],
+        category: o.category, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
         perShardCoresetRatio: o['per-shard-coreset'] ?? null, shardSize: o['shard-size'], batchSize: o['batch-size'],
-        seed: o.seed, frame: { resize: o.resize, crop: o.crop }, runId: o['run-id'], version: o.version,
+        // An incremental run takes its parent's seed and frame unless they are given (the frame must then agree).
+        seed: fromParent('seed') ? undefined : o.seed, runId: o['run-id'], version: o.version,
+        frame: fromParent('resize') && fromParent('crop') ? undefined : { resize: o.resize, crop: o.crop },
         weights: { file: weightsPath, sha256: await sha256File(weightsPath) },
       });
       process.stdout.write(JSON.stringify(submitted) + '\n');
@@ -235,7 +254,7 @@ export const SCHEDULE_SET = defineCommand({
   synopsis: '<category> --dataset <name> --cron "<expr>" [options]',
   positionals: [positional('category')],
   // What is not given stays out of the schedule: each run applies the defaults of its time.
-  options: [O.dataset, O.cron, O.tz, ...allOptional([...MODEL_OPTIONS, O['per-shard-coreset'], O['shard-size']])],
+  options: [O.dataset, O.cron, O.tz, ...allOptional([...MODEL_OPTIONS, O['coreset-size'], O['per-shard-coreset'], O['fan-in'], O['shard-size']])],
 });
 export const SCHEDULE_LIST = defineCommand({ name: 'schedule list' });
 export const SCHEDULE_REMOVE = defineCommand({ name: 'schedule remove', positionals: [positional('category')] });
@@ -260,6 +279,7 @@ export async function scheduleCommand(argv: string[]): Promise<void> {
       const r = await setSchedule(ctx.connection, ctx.prefix, {
         category: o.category, dataset: o.dataset, cron: o.cron, tz: o.tz, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
         perShardCoresetRatio: o['per-shard-coreset'] ?? null, shardSize: o['shard-size'],
+        coresetSize: o['coreset-size'], fanIn: o['fan-in'],
       });
       process.stdout.write(JSON.stringify({ scheduler: r.id, next: r.next ? new Date(r.next).toISOString() : null }) + '\n');
     } else if (remove) {

@@ -8,13 +8,16 @@ import type { Redis } from 'ioredis';
 import { DEFAULT_HNSW, type HnswParams } from '../../shared/bank/index.js';
 import { IMAGE_EXTENSIONS, isImagePath, listImagesUnder, listStoredDataset, parseImagesPrefix } from '../../shared/distributed/dataset-store.js';
 import { classifyDatasetPaths } from '../../shared/dataset/mvtec.js';
-import { claimKey, resolveVersion, versionTaken } from '../../shared/distributed/model-store.js';
+import { claimKey, readLatest, resolveVersion, versionTaken } from '../../shared/distributed/model-store.js';
+import { ModelManifestSchema, type ModelManifest } from '../../shared/model/manifest.js';
 import { UserError } from '../../shared/errors.js';
 import { getRecipe, type RecipeName } from '../../shared/features/recipes.js';
 import type { FrameSpec } from '../../shared/image/index.js';
 import type { Logger } from '../../shared/log.js';
 import { PAYLOAD_LIMITS } from '../../shared/queue/jobs.js';
-import { enqueueEvaluationFlow, enqueueTrainingFlow, runProgress, type RunKind, type RunProgress, type ShardSpec } from '../../shared/queue/flows.js';
+import {
+  DEFAULT_FAN_IN, enqueueEvaluationFlow, enqueueTrainingFlow, planReduceTree, runProgress, type RunKind, type RunProgress, type ShardSpec,
+} from '../../shared/queue/flows.js';
 import { datasetPrefix, datasetsRoot, modelKey, runManifestKey, shardName } from '../../shared/storage/keys.js';
 import type { ObjectStore } from '../../shared/storage/object-store.js';
 
@@ -71,7 +74,16 @@ export async function ingestDataset(store: ObjectStore, localDir: string, datase
 }
 
 export interface TrainingRequest {
-  dataset: string;
+  /** The training images: a dataset's train/good/ images, or every image under `images` (exactly one of the two). */
+  dataset?: string;
+  /** A bucket prefix under datasets/<name>/ (`--images`): every image under it is a good training image, any layout. */
+  images?: string;
+  /** Incremental retraining (`--from-version`): a version of the category, or 'latest', whose bank joins the new images'. */
+  fromVersion?: string;
+  /** Row cap of the bank and of every reduce step (`--coreset-size`); the ratio applies when absent. */
+  coresetSize?: number;
+  /** Inputs per reduce step (`--fan-in`, default DEFAULT_FAN_IN): runs of more shards are reduced as a tree. */
+  fanIn?: number;
   category?: string;
   runId?: string;
   version?: string;
@@ -96,6 +108,10 @@ export interface SubmittedRun {
   alreadySubmitted: boolean;
   version?: string;
   category: string;
+  /** Training runs: the reduce tree's shape (depth 1: the root merges the shards itself). */
+  tree?: { fanIn: number; depth: number; nodes: number };
+  /** Incremental training runs: the version the new one is reduced from. */
+  parentVersion?: string;
 }
 
 /** The caps of PAYLOAD_LIMITS on what a training request asks for, checked before anything is written. */
@@ -113,12 +129,64 @@ export function checkTrainingLimits(req: Pick<TrainingRequest, 'frame' | 'hnsw' 
   over('HNSW efSearch', req.hnsw?.efSearch, L.hnswEf);
 }
 
+/** The published version `--from-version` names (a version or 'latest'), refused by name when there is none. */
+async function parentModelOf(store: ObjectStore, category: string, fromVersion: string): Promise<{ version: string; manifest: ModelManifest }> {
+  const flag = `--from-version ${JSON.stringify(fromVersion)}`;
+  let version = fromVersion;
+  if (fromVersion === 'latest') {
+    const latest = await readLatest(store, category);
+    if (!latest) throw new UserError(`${flag}: category "${category}" has no model yet: train one first (or leave --from-version out)`);
+    version = latest.version;
+  }
+  let manifest: ModelManifest | null = null;
+  try {
+    manifest = await store.getManifest(modelKey(category, version, 'manifest.json'), ModelManifestSchema);
+  } catch (err) {
+    throw new UserError(`${flag}: not a version of category "${category}" (${(err as Error).message})`);
+  }
+  if (!manifest) throw new UserError(`${flag}: category "${category}" has no published version "${version}"`);
+  return { version, manifest };
+}
+
+/** Every image under an `--images` prefix, any layout: the training images of a run. */
+async function imagesSource(store: ObjectStore, arg: string): Promise<{ datasetPrefix: string; prefix: string; keys: string[] }> {
+  const images = parseImagesPrefix(arg);
+  return { ...images, keys: await listImagesUnder(store, images) };
+}
+
 export async function submitTraining(ctx: ProducerContext, req: TrainingRequest): Promise<SubmittedRun> {
   checkTrainingLimits(req);
-  const category = req.category ?? req.dataset;
-  const recipe = getRecipe(req.recipe ?? 'paper');
-  const prefix = datasetPrefix(req.dataset);
-  const { train } = await listStoredDataset(ctx.store, prefix, { train: true });
+  const fanIn = req.fanIn ?? DEFAULT_FAN_IN;
+  if (!Number.isInteger(fanIn) || fanIn < 2 || fanIn > PAYLOAD_LIMITS.fanIn) {
+    throw new UserError(`--fan-in ${fanIn} is out of range: expected an integer from 2 to ${PAYLOAD_LIMITS.fanIn} (inputs merged by one reduce step)`);
+  }
+  if (req.coresetSize !== undefined && !(Number.isInteger(req.coresetSize) && req.coresetSize >= 1)) {
+    throw new UserError(`--coreset-size ${req.coresetSize} is invalid: expected a positive integer (rows of the bank)`);
+  }
+  if ((req.dataset === undefined) === (req.images === undefined)) {
+    throw new UserError('submit train: give either --dataset <name> (its train/good/ images) or --images <prefix> (every image under it), not both or neither');
+  }
+  const source = req.images !== undefined
+    ? await imagesSource(ctx.store, req.images)
+    : await listStoredDataset(ctx.store, datasetPrefix(req.dataset!), { train: true }).then(({ train }) => {
+      const prefix = datasetPrefix(req.dataset!);
+      return { datasetPrefix: prefix, prefix, keys: train.map((t) => prefix + t.path) };
+    });
+  const category = req.category ?? req.dataset ?? source.datasetPrefix.slice(datasetsRoot.length, -1);
+  const parent = req.fromVersion !== undefined ? await parentModelOf(ctx.store, category, req.fromVersion) : null;
+  if (parent) {
+    // The new images' features must be of the same kind as the parent bank's rows.
+    const pm = parent.manifest;
+    const flag = `--from-version ${JSON.stringify(req.fromVersion)}`;
+    if (pm.backbone.weights.sha256 !== req.weights.sha256) {
+      throw new UserError(`${flag}: version ${category}/${parent.version} was trained with other weights (sha256 ${pm.backbone.weights.sha256}) than --weights (${req.weights.sha256})`);
+    }
+    if (req.recipe !== undefined && req.recipe !== pm.recipe) throw new UserError(`${flag}: version ${category}/${parent.version} uses the ${pm.recipe} recipe, not --recipe ${req.recipe}`);
+    if (req.frame && (req.frame.resize !== pm.frame.resize || req.frame.crop !== pm.frame.crop)) {
+      throw new UserError(`${flag}: version ${category}/${parent.version} was trained at --resize ${pm.frame.resize ?? 'none'} --crop ${pm.frame.crop ?? 'none'}; the new images must be framed alike`);
+    }
+  }
+  const recipe = getRecipe(parent?.manifest.recipe ?? req.recipe ?? 'paper');
   const runId = req.runId ?? newRunId('train', category);
   runManifestKey(runId); // refuses a bad run id by its own name, before the version derived from it
   const version = req.version ?? runId.replace(/^train-/, 'v-');
@@ -130,24 +198,37 @@ export async function submitTraining(ctx: ProducerContext, req: TrainingRequest)
       throw new UserError(`model version ${category}/${version} already exists (or is being written by run ${claim?.runId ?? 'unknown'}); versions are never overwritten: choose another --version`);
     }
   }
-  const shards = splitShards(train.map((t) => prefix + t.path), req.shardSize ?? 32);
-  const seed = req.seed ?? 0;
-  const frame = req.frame ?? { resize: 256, crop: 224 };
-  const coreset = { ratio: req.coresetRatio ?? recipe.defaultCoresetRatio, seed, projectionDim: 128 };
+  const shards = splitShards(source.keys, req.shardSize ?? 32);
+  const pm = parent?.manifest;
+  const seed = req.seed ?? pm?.coreset.seed ?? 0;
+  const frame = pm ? pm.frame : (req.frame ?? { resize: 256, crop: 224 });
+  const ratio = req.coresetRatio ?? pm?.coreset.ratio ?? recipe.defaultCoresetRatio;
+  const size = req.coresetSize ?? (req.coresetRatio === undefined ? pm?.coreset.size : undefined);
+  const coreset = { ratio, seed, projectionDim: pm?.coreset.projectionDim ?? 128, ...(size !== undefined ? { size } : {}) };
+  const tree = planReduceTree(shards.map((s) => s.shardId), fanIn);
+  // A tree run reduces every shard by its own coreset first (at the run's ratio unless --per-shard-coreset says
+  // otherwise): that is what bounds what each reduce step holds.
+  const perShardRatio = req.perShardCoresetRatio ?? (tree.depth > 1 ? ratio : null);
   await ctx.store.putJson(runManifestKey(runId), {
-    kind: 'training', runId, category, version, dataset: req.dataset, recipe: recipe.name, coreset, frame,
-    perShardCoresetRatio: req.perShardCoresetRatio ?? null, weights: req.weights, createdAt: new Date().toISOString(),
+    kind: 'training', runId, category, version, dataset: req.dataset ?? null, images: req.images !== undefined ? source.prefix : null,
+    recipe: recipe.name, coreset, frame, perShardCoresetRatio: perShardRatio, weights: req.weights, createdAt: new Date().toISOString(),
+    fanIn, tree: { depth: tree.depth, nodes: tree.nodes.length }, parent: parent ? { category, version: parent.version } : null,
     shards: shards.map((s) => ({ shardId: s.shardId, images: s.imageKeys.length })),
   });
   const enqueued = await enqueueTrainingFlow(ctx.flows, {
-    runId, category, version, recipe: recipe.name, datasetPrefix: prefix, frame,
+    runId, category, version, recipe: recipe.name, datasetPrefix: source.datasetPrefix, frame,
     weights: { file: basename(req.weights.file), sha256: req.weights.sha256 },
     batchSize: req.batchSize ?? 8,
-    perShardCoreset: req.perShardCoresetRatio ? { ratio: req.perShardCoresetRatio, seed } : null,
-    coreset, hnsw: { ...DEFAULT_HNSW, ...req.hnsw }, shards, jobOptions: req.jobOptions,
+    perShardCoreset: perShardRatio ? { ratio: perShardRatio, seed } : null,
+    coreset, hnsw: { ...DEFAULT_HNSW, ...(pm?.bank.hnsw ?? {}), ...req.hnsw }, shards, jobOptions: req.jobOptions,
+    fanIn, ...(parent ? { parentModel: { category, version: parent.version } } : {}),
+    ...(req.images !== undefined ? { imagesPrefix: source.prefix } : {}),
   });
-  ctx.log.info({ runId, category, version, shards: shards.length, images: train.length }, 'training run submitted');
-  return { runId, kind: 'training', shards: shards.length, images: train.length, alreadySubmitted: enqueued.alreadySubmitted, version, category };
+  ctx.log.info({ runId, category, version, shards: shards.length, images: source.keys.length, depth: tree.depth, parent: parent?.version }, 'training run submitted');
+  return {
+    runId, kind: 'training', shards: shards.length, images: source.keys.length, alreadySubmitted: enqueued.alreadySubmitted, version, category,
+    tree: { fanIn, depth: tree.depth, nodes: tree.nodes.length }, ...(parent ? { parentVersion: parent.version } : {}),
+  };
 }
 
 export interface EvaluationRequest {

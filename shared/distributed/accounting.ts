@@ -3,7 +3,7 @@
 import { Queue, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { jobIds, type RunKind } from '../queue/flows.js';
-import { FEATURES_QUEUE, INDEX_QUEUE, REPORT_QUEUE, SCORE_QUEUE } from '../queue/jobs.js';
+import { FEATURES_QUEUE, INDEX_QUEUE, REDUCE_QUEUE, REPORT_QUEUE, SCORE_QUEUE } from '../queue/jobs.js';
 import { jobTimings, queueWaitMs, sumJobTimings, type JobTimings } from '../run/timings.js';
 
 export type RunAccounting = JobTimings;
@@ -27,7 +27,23 @@ export async function accountRun(connection: Redis, prefix: string, runId: strin
       add(job);
       lastChild = Math.max(lastChild, job?.finishedOn ?? 0);
     }
-    add(await parent.getJob(parentId(runId)), lastChild);
+    const root = await parent.getJob(parentId(runId));
+    // A tree-reduced training run: its reduce steps, with the queue wait each measured from its own inputs.
+    const nodes: string[] = Array.isArray(root?.data?.tree?.nodes) ? root!.data.tree.nodes.map(String) : [];
+    if (nodes.length > 0) {
+      const reduce = new Queue(REDUCE_QUEUE, { connection, prefix });
+      try {
+        for (const node of nodes) {
+          const job = await reduce.getJob(jobIds.reduce(runId, node));
+          const r = job?.returnvalue as { timings_ms?: Record<string, number>; queue_wait_ms?: number | null } | null;
+          if (r?.timings_ms) all.push(jobTimings(r.timings_ms, r.queue_wait_ms ?? null));
+          lastChild = Math.max(lastChild, job?.finishedOn ?? 0);
+        }
+      } finally {
+        await reduce.close();
+      }
+    }
+    add(root, lastChild);
   } finally {
     await parent.close();
     await child.close();

@@ -1,5 +1,6 @@
-// Index worker step: the shard embeddings of a training run -> one coreset memory bank (merge-and-reduce: the
-// union of the shards' rows, per-shard coresets or all patches, reduced again) -> a model version in storage.
+// Index worker step, the root of a training run: its inputs (every shard's embeddings, or in a reduce-tree run the
+// top reduce steps' outputs; in an incremental run also the parent version's bank) -> one coreset memory bank ->
+// a model version in storage. Merge-and-reduce: per-shard coresets or all patches, reduced again here.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,13 +9,11 @@ import { getRecipe } from '../features/recipes.js';
 import type { Logger } from '../log.js';
 import { buildBankInThread } from '../pipeline/bank-thread.js';
 import { buildPatchcoreManifest } from '../pipeline/model-manifest.js';
-import { StageTimer, jobTimings, peakRssMiB, queueWaitMs, sumJobTimings, type QueuedJob } from '../run/timings.js';
-import { checkFailedShare, type BuildIndexPayload } from '../queue/jobs.js';
-import { embeddingsKey } from '../storage/keys.js';
+import { StageTimer, jobTimings, peakRssMiB, queueWaitMs, type QueuedJob } from '../run/timings.js';
+import type { BuildIndexPayload, ReduceInput } from '../queue/jobs.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import { decodeTensorFile, type TensorFile } from '../storage/tensor-file.js';
 import { setLatest, uploadModel } from './model-store.js';
-import type { ShardFeaturesResult } from './shard-features.js';
+import { checkRunFailures, gatherInputs, readPriorBank, summarizeInputs, type InputResult } from './reduce.js';
 
 export interface MergeIndexResult {
   category: string;
@@ -29,90 +28,78 @@ export interface MergeIndexResult {
   peak_rss_mib: number;
 }
 
+/** What the root merges: the payload's inputs in a tree run, else every shard in the order the run lists them. */
+export function rootInputs(p: BuildIndexPayload): ReduceInput[] {
+  return p.inputs ?? p.shards.map((id) => ({ kind: 'shard', id }));
+}
+
+/** `results`: the return values of the root's children (feature or reduce jobs) by job id. */
 export async function mergeShardsIntoModel(
   p: BuildIndexPayload,
-  shardResults: Map<string, ShardFeaturesResult>,
+  results: ReadonlyMap<string, InputResult>,
   ctx: { store: ObjectStore; log: Logger; job?: QueuedJob },
 ): Promise<MergeIndexResult> {
   const timer = new StageTimer();
   const t0 = performance.now();
   const recipe = getRecipe(p.recipe);
-  // Shards in the order the run lists them: the same rows in the same order as a single-process fit.
-  const files: TensorFile[] = [];
-  let embeddingBytes = 0;
-  for (const shard of p.shards) {
-    const key = embeddingsKey(p.runId, shard);
-    const buf = await timer.time('download', () => ctx.store.getObject(key));
-    embeddingBytes += buf.length;
-    const file = decodeTensorFile(buf, key);
-    if (file.header.dim !== recipe.dim || file.header.recipe !== recipe.name) {
-      throw new Error(`embeddings file "${key}" holds ${String(file.header.recipe)} features of ${file.header.dim} dims; this run uses ${recipe.name} (${recipe.dim})`);
-    }
-    files.push(file);
-  }
-  // Shards never overlap when the producer made them; a run whose shards do is refused, not double-counted.
-  const shardOfImage = new Map<string, string>();
-  files.forEach((f, i) => {
-    for (const img of f.header.images) {
-      const earlier = shardOfImage.get(img.key);
-      if (earlier !== undefined) throw new Error(`training run ${p.runId}: image "${img.key}" is in shards ${earlier} and ${p.shards[i]}`);
-      shardOfImage.set(img.key, p.shards[i]);
-    }
-  });
-  const rows = files.reduce((s, f) => s + f.header.count, 0);
-  const trainPatches = files.reduce((s, f) => s + Number(f.header.patches ?? f.header.count), 0);
-  const images = files.reduce((s, f) => s + f.header.images.length, 0);
+  const inputs = rootInputs(p);
+  const prior = p.parentModel
+    ? await timer.time('download', () => readPriorBank(ctx.store, p.parentModel!, { recipe: recipe.name, weightsSha256: p.weights.sha256 }))
+    : undefined;
+  // Inputs in the order the run lists them: without a tree, the same rows in the same order as a single-process fit.
+  const gathered = await gatherInputs(ctx.store, p.runId, recipe, inputs, results, timer, prior);
+  const below = summarizeInputs(p.runId, inputs, results);
+  const { rows, patches: trainPatches, images } = gathered;
   if (rows === 0) throw new Error(`training run ${p.runId}: no shard produced any features (every image failed?)`);
-  const grids = new Set(files.filter((f) => f.header.count > 0).map((f) => f.header.grid.join('x')));
-  if (grids.size > 1) throw new Error(`training run ${p.runId}: shards disagree on the patch grid (${[...grids].join(', ')})`);
   // A run that could not read more than the allowed share of its images fails instead of publishing from the rest.
-  const skippedImages = p.shards.flatMap((s) => shardResults.get(s)?.failed ?? []);
-  checkFailedShare(`training run ${p.runId}`, skippedImages, images + skippedImages.length, p.maxFailedShare);
-
-  const merged = new Float32Array(rows * recipe.dim);
-  let offset = 0;
-  for (const f of files) {
-    merged.set(f.data, offset);
-    offset += f.data.length;
-  }
-  files.length = 0;
+  checkRunFailures(p.runId, below.failed, images, p.maxFailedShare);
 
   const hnsw = { ...DEFAULT_HNSW, ...p.hnsw };
+  const ratio = p.coreset.size === undefined ? p.coreset.ratio : null;
   const bankDir = await mkdtemp(join(tmpdir(), 'patchcore-bank-'));
   try {
     const built = await buildBankInThread({
-      features: merged, rows, dim: recipe.dim, trainPatches, dir: bankDir,
-      settings: { ratio: p.coreset.ratio, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, hnsw },
+      features: gathered.features, rows, dim: recipe.dim, trainPatches, dir: bankDir,
+      settings: { ratio, target: p.coreset.size, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, hnsw },
       logBindings: { runId: p.runId },
     });
     for (const [stage, ms] of Object.entries(built.timings_ms)) timer.add(stage, ms);
 
-    const results = p.shards.map((s) => shardResults.get(s)).filter((r) => r !== undefined);
-    const first = results[0];
-    const grid = [...grids][0].split('x').map(Number) as [number, number];
-    const lastShardDone = Math.max(0, ...results.map((r) => r.finished_at ?? 0));
+    const priorImages = prior?.manifest.training.images ?? 0;
     const manifest = buildPatchcoreManifest({
-      category: p.category, recipe, grid, weights: p.weights,
-      engine: first?.engine ?? 'unknown', backend: first?.backend ?? 'unknown', frame: p.frame,
-      coreset: { ratio: p.coreset.ratio, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, trainPatches },
+      category: p.category, recipe, grid: gathered.grid, weights: p.weights,
+      engine: below.engine !== 'unknown' ? below.engine : (prior?.manifest.backbone.engine ?? 'unknown'),
+      backend: below.backend !== 'unknown' ? below.backend : (prior?.manifest.backbone.backend ?? 'unknown'),
+      frame: p.frame,
+      coreset: { ratio, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, trainPatches },
       bank: { count: built.count, hnsw },
       scoring: { sigma: p.sigma, reweightNeighbours: p.reweightNeighbours ?? null },
       training: {
-        images,
-        skipped: skippedImages,
+        images: images + priorImages,
+        skipped: below.failed,
         timings_ms: { ...timer.toJSON(), total: Math.round(performance.now() - t0) },
         jobs: {
-          features: sumJobTimings(results.map((r) => jobTimings(r.timings_ms, r.queue_wait_ms ?? null))),
-          index: jobTimings(timer.toJSON(), queueWaitMs(ctx.job, lastShardDone)),
+          features: below.features,
+          ...(below.reduce ? { reduce: below.reduce } : {}),
+          index: jobTimings(timer.toJSON(), queueWaitMs(ctx.job, below.lastDone)),
         },
       },
     });
+    if (p.coreset.size !== undefined) manifest.coreset.size = p.coreset.size;
+    if (p.tree) {
+      const depth = 1 + Math.max(0, ...p.tree.nodes.map((n) => Number(n.split('-')[0]) || 0));
+      manifest.training.tree = { fanIn: p.tree.fanIn, depth, nodes: p.tree.nodes.length };
+    }
+    if (prior) {
+      manifest.training.parent = { category: prior.category, version: prior.version };
+      manifest.training.added = { images, prefix: p.imagesPrefix ?? null };
+    }
     await timer.time('upload', () => uploadModel(ctx.store, p.category, p.version, bankDir, manifest, { runId: p.runId }));
     await setLatest(ctx.store, p.category, p.version, p.runId);
-    ctx.log.info({ category: p.category, version: p.version, bank: built.count, rows, trainPatches }, 'model version written');
+    ctx.log.info({ category: p.category, version: p.version, bank: built.count, rows, trainPatches, parent: p.parentModel?.version }, 'model version written');
     return {
-      category: p.category, version: p.version, bank: built.count, trainPatches, mergedRows: rows, images,
-      skipped: manifest.training.skipped.length, embeddingBytes, timings_ms: timer.toJSON(), peak_rss_mib: peakRssMiB(),
+      category: p.category, version: p.version, bank: built.count, trainPatches, mergedRows: rows, images: images + priorImages,
+      skipped: manifest.training.skipped.length, embeddingBytes: gathered.bytes, timings_ms: timer.toJSON(), peak_rss_mib: peakRssMiB(),
     };
   } finally {
     await rm(bankDir, { recursive: true, force: true });

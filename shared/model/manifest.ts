@@ -55,6 +55,8 @@ export const ModelManifestSchema = z.object({
     projectionDim: z.number().int().positive(),
     seed: z.number().int(),
     trainPatches: z.number().int().positive(),
+    /** The row cap the bank was built to (`--coreset-size` of a distributed run), when it had one. */
+    size: z.number().int().positive().optional(),
   }),
   bank: z.object({
     count: z.number().int().positive(),
@@ -69,6 +71,11 @@ export const ModelManifestSchema = z.object({
     peak_rss_mib: z.number(),
     /** Distributed training: where the run's time went per kind of job (features, index). */
     jobs: z.record(z.string(), JobTimingsSchema).optional(),
+    /** Distributed training through a reduce tree: its fan-in, depth (merge levels, the root included) and inner nodes. */
+    tree: z.object({ fanIn: z.number().int(), depth: z.number().int().positive(), nodes: z.number().int().nonnegative() }).optional(),
+    /** Incremental retraining: the version whose bank this one was reduced from, and the images added to it. */
+    parent: z.object({ category: z.string(), version: z.string() }).optional(),
+    added: z.object({ images: z.number().int().nonnegative(), prefix: z.string().nullable() }).optional(),
   }),
   /** Good images held out of training and their scores: the basis of a target-FPR threshold. */
   validation: z.object({ images: z.array(z.string()), scores: z.array(z.number()) }).optional(),

@@ -1,5 +1,7 @@
 // Runs as BullMQ flows: a parent job that becomes runnable once all its shard children completed.
 //   training:   build-index (patchcore-index)  <- extract-features x shards (patchcore-features)
+//               or, with more shards than the fan-in, a reduce tree:
+//               build-index <- reduce (patchcore-reduce) <- ... <- reduce <- extract-features, at most F inputs a node
 //   evaluation: report      (patchcore-report) <- score-shard x shards      (patchcore-score)
 //   (an unlabelled scoring run is an evaluation flow whose report payload carries `unlabelled`)
 //
@@ -9,6 +11,7 @@
 //
 // A child that fails its last attempt fails the parent (failParentOnFailure): the run then ends
 // 'failed' instead of waiting for ever, and `status` shows the child's reason.
+import { createHash } from 'node:crypto';
 import { FlowProducer, Queue, type FlowJob, type Job, type JobsOptions, type JobState } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_QUEUE_PREFIX } from './config.js';
@@ -18,11 +21,15 @@ import {
   validatePayload,
   FEATURES_QUEUE,
   INDEX_QUEUE,
+  PAYLOAD_LIMITS,
+  REDUCE_QUEUE,
   REPORT_QUEUE,
   SCORE_QUEUE,
   type BuildIndexPayload,
   type ExtractFeaturesPayload,
   type QueueName,
+  type ReduceInput,
+  type ReducePayload,
   type ReportPayload,
   type ScoreShardPayload,
 } from './jobs.js';
@@ -34,7 +41,66 @@ export const jobIds = {
   extractFeatures: (runId: string, shardId: string) => `${runId}${SEP}features${SEP}${shardId}`,
   report: (runId: string) => `${runId}${SEP}report`,
   scoreShard: (runId: string, shardId: string) => `${runId}${SEP}score${SEP}${shardId}`,
+  /** A reduce-tree node "<level>-<index>". */
+  reduce: (runId: string, node: string) => `${runId}${SEP}reduce${SEP}${node}`,
 };
+
+/** Inputs merged by one reduce step unless `--fan-in` says otherwise: runs of up to this many shards need no tree. */
+export const DEFAULT_FAN_IN = 8;
+
+/** The job id of one input of a reduce step or of the root. */
+export function inputJobId(runId: string, input: ReduceInput): string {
+  return input.kind === 'shard' ? jobIds.extractFeatures(runId, input.id) : jobIds.reduce(runId, input.id);
+}
+
+export interface ReduceNodePlan {
+  /** "<level>-<index>": level 1 merges shards, level 2 merges level-1 outputs, ... */
+  node: string;
+  inputs: ReduceInput[];
+}
+
+export interface ReduceTreePlan {
+  nodes: ReduceNodePlan[];
+  /** What the root (build-index) merges: at most fan-in inputs. */
+  rootInputs: ReduceInput[];
+  /** Levels of merging, the root included: ceil(log_F(shards)), 1 for a run of at most F shards. */
+  depth: number;
+}
+
+/**
+ * The reduce tree over `shardIds` in their order: consecutive groups of at most `fanIn` become one node of the next
+ * level until at most `fanIn` remain, which the root merges. A group of one is passed up as it is (no node of one
+ * input). The same shards and fan-in always give the same tree, so node ids are stable across resubmissions.
+ */
+export function planReduceTree(shardIds: readonly string[], fanIn: number): ReduceTreePlan {
+  if (!Number.isInteger(fanIn) || fanIn < 2 || fanIn > PAYLOAD_LIMITS.fanIn) {
+    throw new Error(`fan-in ${fanIn} is invalid: expected an integer from 2 to ${PAYLOAD_LIMITS.fanIn}`);
+  }
+  let layer: ReduceInput[] = shardIds.map((id) => ({ kind: 'shard', id }));
+  const nodes: ReduceNodePlan[] = [];
+  let level = 0;
+  while (layer.length > fanIn) {
+    level++;
+    const next: ReduceInput[] = [];
+    for (let g = 0; g * fanIn < layer.length; g++) {
+      const members = layer.slice(g * fanIn, (g + 1) * fanIn);
+      if (members.length === 1) {
+        next.push(members[0]);
+        continue;
+      }
+      const node = `${level}-${g}`;
+      nodes.push({ node, inputs: members });
+      next.push({ kind: 'reduce', id: node });
+    }
+    layer = next;
+  }
+  return { nodes, rootInputs: layer, depth: level + 1 };
+}
+
+/** A reduce node's own coreset seed, derived from the run's seed and the node id: the same run, the same seeds. */
+export function nodeSeed(runSeed: number, node: string): number {
+  return createHash('sha256').update(`${runSeed}/${node}`).digest().readInt32LE(0);
+}
 
 /** The shard id in a child job id (or in a child key "<prefix>:<queue>:<jobId>"), else null. */
 export function shardIdOfJobId(jobIdOrKey: string): string | null {
@@ -66,6 +132,11 @@ export interface TrainingRunSpec {
   coreset: BuildIndexPayload['coreset'];
   hnsw: BuildIndexPayload['hnsw'];
   shards: ShardSpec[];
+  /** Reduce tree: a run of more shards than this is merged by a tree of reduce jobs of at most this many inputs. */
+  fanIn?: number;
+  /** Incremental retraining: the version whose bank joins the new images' coresets at the root. */
+  parentModel?: BuildIndexPayload['parentModel'];
+  imagesPrefix?: string;
   /** Overrides of defaultJobOptions for every job of the run (attempts, backoff, retention). */
   jobOptions?: JobsOptions;
 }
@@ -139,6 +210,7 @@ export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: Trai
     );
     return { name: 'extract-features', queueName: FEATURES_QUEUE, data, opts: jobOptionsFor(jobId, spec.jobOptions, true) };
   });
+  const tree = spec.fanIn !== undefined && spec.shards.length > spec.fanIn ? planReduceTree(spec.shards.map((s) => s.shardId), spec.fanIn) : null;
   const parentData: BuildIndexPayload = validatePayload(
     'build-index',
     {
@@ -152,17 +224,43 @@ export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: Trai
       frame: spec.frame,
       sigma: spec.sigma,
       shards: spec.shards.map((s) => s.shardId),
+      ...(tree ? { inputs: tree.rootInputs, tree: { fanIn: spec.fanIn, nodes: tree.nodes.map((n) => n.node) } } : {}),
+      ...(spec.parentModel ? { parentModel: spec.parentModel } : {}),
+      ...(spec.imagesPrefix ? { imagesPrefix: spec.imagesPrefix } : {}),
     },
     parentId,
   );
+  const rootChildren = tree ? reduceTreeFlows(spec, tree, children) : children;
   const flow: FlowJob = {
     name: 'build-index',
     queueName: INDEX_QUEUE,
     data: parentData,
     opts: jobOptionsFor(parentId, spec.jobOptions, false),
-    children,
+    children: rootChildren,
   };
-  return addRun(flowProducer, INDEX_QUEUE, parentId, flow, children.map((c) => c.opts.jobId!), spec.runId);
+  const childJobIds = [...children.map((c) => c.opts.jobId!), ...(tree?.nodes.map((n) => jobIds.reduce(spec.runId, n.node)) ?? [])];
+  return addRun(flowProducer, INDEX_QUEUE, parentId, flow, childJobIds, spec.runId);
+}
+
+/** The root's children of a tree run: nested reduce jobs down to the feature jobs (`leaves`, one per shard). */
+function reduceTreeFlows(spec: TrainingRunSpec, tree: ReduceTreePlan, leaves: FlowJob[]): FlowJob[] {
+  const leafOf = new Map(spec.shards.map((s, i) => [s.shardId, leaves[i]]));
+  const nodeOf = new Map(tree.nodes.map((n) => [n.node, n]));
+  const flowOf = (input: ReduceInput): FlowJob => {
+    if (input.kind === 'shard') return leafOf.get(input.id)!;
+    const node = nodeOf.get(input.id)!;
+    const jobId = jobIds.reduce(spec.runId, node.node);
+    const data: ReducePayload = validatePayload(
+      'reduce',
+      {
+        runId: spec.runId, node: node.node, recipe: spec.recipe, inputs: node.inputs,
+        coreset: { ...spec.coreset, seed: nodeSeed(spec.coreset.seed, node.node) },
+      },
+      jobId,
+    );
+    return { name: 'reduce', queueName: REDUCE_QUEUE, data, opts: jobOptionsFor(jobId, spec.jobOptions, true), children: node.inputs.map(flowOf) };
+  };
+  return tree.rootInputs.map(flowOf);
 }
 
 /** Enqueues report over one score-shard job per shard; every payload is validated first. */
@@ -221,6 +319,19 @@ export async function collectShardResults<T = unknown>(job: Job, shards: readonl
   return byShard;
 }
 
+/**
+ * The return values of a job's children by child job id (reduce steps and the root of a tree run, whose children
+ * are of several kinds). Throws naming the job and the children when one of `childJobIds` has no result.
+ */
+export async function collectChildResults<T = unknown>(job: Job, childJobIds: readonly string[]): Promise<Map<string, T>> {
+  const values = await job.getChildrenValues<T>();
+  const byId = new Map<string, T>();
+  for (const [key, value] of Object.entries(values)) byId.set(key.slice(key.lastIndexOf(':') + 1), value);
+  const missing = childJobIds.filter((id) => !byId.has(id));
+  if (missing.length > 0) throw new Error(`job ${job.id} (${job.name}): no result from ${missing.join(', ')}`);
+  return byId;
+}
+
 export type RunKind = 'training' | 'evaluation';
 export type RunState = 'missing' | 'queued' | 'running' | 'completed' | 'failed';
 export type JobStateOrMissing = JobState | 'missing';
@@ -251,6 +362,8 @@ export interface RunProgress {
   shards: ShardProgressView[];
   /** Jobs that failed for good (children and parent), with their reasons. */
   failures: { jobId: string; shardId: string | null; reason: string; attemptsMade: number }[];
+  /** A tree-reduced training run: its reduce steps by state (their failures are in `failures`, shardId null). */
+  reduce?: { total: number; done: number; active: number; failed: number };
 }
 
 const RUN_QUEUES: Record<RunKind, { parent: QueueName; child: QueueName; parentId: (r: string) => string; childId: (r: string, s: string) => string }> = {
@@ -333,16 +446,36 @@ export async function runProgress(
         failures.push({ jobId: s.jobId, shardId: s.shardId, reason: s.failedReason ?? 'unknown', attemptsMade: s.attemptsMade });
       }
     }
+    const nodes: string[] = kind === 'training' && Array.isArray(parentJob.data?.tree?.nodes) ? parentJob.data.tree.nodes.map(String) : [];
+    let reduce: RunProgress['reduce'];
+    if (nodes.length > 0) {
+      reduce = { total: nodes.length, done: 0, active: 0, failed: 0 };
+      const reduceQueue = new Queue(REDUCE_QUEUE, { connection, prefix, skipMetasUpdate: true });
+      reduceQueue.on('error', ignore);
+      try {
+        for (const node of nodes) {
+          const view = await jobView(reduceQueue, jobIds.reduce(runId, node));
+          if (view.state === 'completed') reduce.done++;
+          else if (view.state === 'active') reduce.active++;
+          else if (view.state === 'failed') {
+            reduce.failed++;
+            failures.push({ jobId: view.jobId, shardId: null, reason: view.failedReason ?? 'unknown', attemptsMade: view.attemptsMade });
+          }
+        }
+      } finally {
+        await reduceQueue.close();
+      }
+    }
     if (parent.state === 'failed') {
       failures.push({ jobId: parent.jobId, shardId: null, reason: parent.failedReason ?? 'unknown', attemptsMade: parent.attemptsMade });
     }
 
     let state: RunState;
     if (parent.state === 'completed') state = 'completed';
-    else if (parent.state === 'failed' || counts.failed > 0) state = 'failed';
+    else if (parent.state === 'failed' || counts.failed > 0 || (reduce?.failed ?? 0) > 0) state = 'failed';
     else if (parent.state === 'active' || counts.active + counts.done + counts.delayed > 0) state = 'running';
     else state = 'queued';
-    return { runId, kind, state, parent, counts, shards, failures };
+    return { runId, kind, state, parent, counts, shards, failures, ...(reduce ? { reduce } : {}) };
   } finally {
     await Promise.all([parentQueue.close(), childQueue.close()]);
   }
@@ -367,10 +500,6 @@ if redis.call("ZREM", KEYS[2], ARGV[1]) == 1 then
 end
 return 0`;
 
-/**
- * `patchcore retry <run>`: every failed job of the run back to the queue with fresh attempts. Children first go
- * back into their parent's dependencies; a parent that failed because of them waits for them again.
- */
 /** A run's parent job and its queues, open for the duration of `use`: what retry and cancel work on. */
 interface RunJobs {
   q: (typeof RUN_QUEUES)[RunKind];
@@ -380,6 +509,9 @@ interface RunJobs {
   parentId: string;
   parent: Job;
   shardIds: string[];
+  /** A tree run's reduce steps, top level first, in their queue (none for other runs). */
+  reduceQueue: Queue;
+  nodeIds: string[];
 }
 
 async function withRunJobs<T>(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string }, use: (r: RunJobs) => Promise<T>): Promise<T> {
@@ -388,38 +520,53 @@ async function withRunJobs<T>(connection: Redis, runId: string, kind: RunKind, o
   const prefix = opts.prefix ?? DEFAULT_QUEUE_PREFIX;
   const parentQueue = new Queue(q.parent, { connection, prefix, skipMetasUpdate: true });
   const childQueue = new Queue(q.child, { connection, prefix, skipMetasUpdate: true });
+  const reduceQueue = new Queue(REDUCE_QUEUE, { connection, prefix, skipMetasUpdate: true });
   try {
     const parentId = q.parentId(runId);
     const parent = await parentQueue.getJob(parentId);
     if (!parent) throw new Error(`no ${kind} run "${runId}" in the queues (prefix "${prefix}")`);
     const shardIds: string[] = Array.isArray(parent.data?.shards) ? parent.data.shards.map(String) : [];
-    return await use({ q, prefix, parentQueue, childQueue, parentId, parent, shardIds });
+    const nodes: string[] = kind === 'training' && Array.isArray(parent.data?.tree?.nodes) ? parent.data.tree.nodes.map(String) : [];
+    const level = (node: string) => Number(node.split('-')[0]) || 0;
+    const nodeIds = [...nodes].sort((a, b) => level(b) - level(a));
+    return await use({ q, prefix, parentQueue, childQueue, parentId, parent, shardIds, reduceQueue, nodeIds });
   } finally {
-    await Promise.all([parentQueue.close(), childQueue.close()]);
+    await Promise.all([parentQueue.close(), childQueue.close(), reduceQueue.close()]);
   }
 }
 
+/**
+ * `patchcore retry <run>`: every failed job of the run back to the queue with fresh attempts. Children first go
+ * back into their parent's dependencies; a parent that failed because of them waits for them again (in a tree
+ * run, at every level: the root and the reduce steps).
+ */
 export function retryRun(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string } = {}): Promise<RetriedRun> {
-  return withRunJobs(connection, runId, kind, opts, async ({ q, prefix, parentQueue, childQueue, parentId, parent, shardIds }) => {
-    const failedChildren: Job[] = [];
-    for (const shardId of shardIds) {
-      const id = q.childId(runId, shardId);
-      if ((await childQueue.getJobState(id)) === 'failed') failedChildren.push((await childQueue.getJob(id))!);
+  return withRunJobs(connection, runId, kind, opts, async ({ q, prefix, parentQueue, childQueue, parentId, parent, shardIds, reduceQueue, nodeIds }) => {
+    // Every job of the run, parents before their children: the root, the reduce steps top level first, the shards.
+    const all: { queue: Queue; id: string }[] = [
+      { queue: parentQueue, id: parentId },
+      ...nodeIds.map((n) => ({ queue: reduceQueue, id: jobIds.reduce(runId, n) })),
+      ...shardIds.map((s) => ({ queue: childQueue, id: q.childId(runId, s) })),
+    ];
+    const failed = new Map<string, { queue: Queue; job: Job }>();
+    for (const { queue, id } of all) {
+      if ((await queue.getJobState(id)) === 'failed') failed.set(id, { queue, job: id === parentId ? parent : (await queue.getJob(id))! });
     }
+    const childIdsOf = (job: Job): string[] => {
+      if (job.queueName === childQueue.name) return [];
+      const inputs: ReduceInput[] | undefined = job.data?.inputs;
+      return inputs ? inputs.map((i) => inputJobId(runId, i)) : shardIds.map((s) => q.childId(runId, s));
+    };
     const retried: string[] = [];
-    const parentState = await parentQueue.getJobState(parentId);
-    if (failedChildren.length > 0 && parentState === 'failed') {
-      const base = `${prefix}:${q.parent}`;
-      await connection.eval(REOPEN_PARENT, 3, `${base}:${parentId}`, `${base}:failed`, `${base}:waiting-children`, parentId, String(Date.now()));
-      retried.push(parentId);
-    }
-    for (const child of failedChildren) {
-      await child.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-      retried.push(child.id!);
-    }
-    if (failedChildren.length === 0 && parentState === 'failed') {
-      await parent.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-      retried.push(parentId);
+    for (const [id, { queue, job }] of failed) {
+      if (childIdsOf(job).some((c) => failed.has(c))) {
+        // Failed because a child failed: back to waiting for its children, which are retried below.
+        const base = `${prefix}:${queue.name}`;
+        await connection.eval(REOPEN_PARENT, 3, `${base}:${id}`, `${base}:failed`, `${base}:waiting-children`, id, String(Date.now()));
+      } else {
+        await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+      }
+      retried.push(id);
     }
     return { runId, kind, retried };
   });
@@ -439,7 +586,7 @@ export interface CancelledRun {
  * child can release it). Running jobs finish or fail on their own. Its ids are free again afterwards.
  */
 export function cancelRun(connection: Redis, runId: string, kind: RunKind, opts: { prefix?: string } = {}): Promise<CancelledRun> {
-  return withRunJobs(connection, runId, kind, opts, async ({ q, parentQueue, childQueue, parentId, shardIds }) => {
+  return withRunJobs(connection, runId, kind, opts, async ({ q, parentQueue, childQueue, parentId, shardIds, reduceQueue, nodeIds }) => {
     const removed: string[] = [];
     const running: string[] = [];
     const take = async (queue: Queue, id: string) => {
@@ -454,6 +601,7 @@ export function cancelRun(connection: Redis, runId: string, kind: RunKind, opts:
       else running.push(id);
     };
     await take(parentQueue, parentId);
+    for (const node of nodeIds) await take(reduceQueue, jobIds.reduce(runId, node));
     for (const shardId of shardIds) await take(childQueue, q.childId(runId, shardId));
     return { runId, kind, removed, running };
   });

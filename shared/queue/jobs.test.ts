@@ -29,6 +29,7 @@ test('queue names and kinds map both ways', () => {
     'score-shard': 'patchcore-score',
     report: 'patchcore-report',
     retrain: 'patchcore-schedule',
+    reduce: 'patchcore-reduce',
   });
   for (const kind of JOB_KINDS) assert.equal(KIND_OF_QUEUE[QUEUE_OF_KIND[kind]], kind);
 });

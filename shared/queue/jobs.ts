@@ -13,14 +13,16 @@ export const FEATURES_QUEUE = 'patchcore-features';
 export const INDEX_QUEUE = 'patchcore-index';
 export const SCORE_QUEUE = 'patchcore-score';
 export const REPORT_QUEUE = 'patchcore-report';
+/** Training runs of many shards: the inner nodes of the reduce tree (served by the index worker process). */
+export const REDUCE_QUEUE = 'patchcore-reduce';
 /** Scheduled retraining: a BullMQ job scheduler puts one `retrain` job here per cron tick. */
 export const SCHEDULE_QUEUE = 'patchcore-schedule';
 
-export const QUEUE_NAMES = [FEATURES_QUEUE, INDEX_QUEUE, SCORE_QUEUE, REPORT_QUEUE, SCHEDULE_QUEUE] as const;
+export const QUEUE_NAMES = [FEATURES_QUEUE, INDEX_QUEUE, SCORE_QUEUE, REPORT_QUEUE, SCHEDULE_QUEUE, REDUCE_QUEUE] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
 
 /** Job kinds; a job's BullMQ name is its kind. */
-export const JOB_KINDS = ['extract-features', 'build-index', 'score-shard', 'report', 'retrain'] as const;
+export const JOB_KINDS = ['extract-features', 'build-index', 'score-shard', 'report', 'retrain', 'reduce'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 
 /** Every kind has its own queue, so a worker pool can be sized per kind. */
@@ -30,6 +32,7 @@ export const QUEUE_OF_KIND = {
   'score-shard': SCORE_QUEUE,
   report: REPORT_QUEUE,
   retrain: SCHEDULE_QUEUE,
+  reduce: REDUCE_QUEUE,
 } as const satisfies Record<JobKind, QueueName>;
 
 export const KIND_OF_QUEUE = {
@@ -38,6 +41,7 @@ export const KIND_OF_QUEUE = {
   [SCORE_QUEUE]: 'score-shard',
   [REPORT_QUEUE]: 'report',
   [SCHEDULE_QUEUE]: 'retrain',
+  [REDUCE_QUEUE]: 'reduce',
 } as const satisfies Record<QueueName, JobKind>;
 
 export type KindOfQueue<Q extends QueueName> = (typeof KIND_OF_QUEUE)[Q];
@@ -69,6 +73,8 @@ export const PAYLOAD_LIMITS = Object.freeze({
   shardImages: 1000,
   /** Shards in one run. */
   shards: 10_000,
+  /** Inputs of one reduce step (the tree's fan-in). */
+  fanIn: 64,
   /** Gaussian projection width of the coreset selection. */
   projectionDim: 1024,
   hnswM: 128,
@@ -98,6 +104,17 @@ const Recipe = z.enum(RECIPE_NAMES);
 const Ratio = z.number().gt(0).max(1);
 const Seed = z.number().int();
 const ModelRef = z.object({ category: Id, version: Id });
+/** The coreset of a training run: a ratio of the training patches, or a row cap (`size`) when one is given. */
+const Coreset = z.object({
+  ratio: Ratio,
+  seed: Seed,
+  projectionDim: z.number().int().positive().max(PAYLOAD_LIMITS.projectionDim),
+  /** Row cap of the bank and of every reduce step's output (absent: the ratio alone sets the sizes). */
+  size: z.number().int().positive().optional(),
+});
+/** One input of a reduce step: a feature shard's embeddings or another reduce step's output. */
+const ReduceInput = z.object({ kind: z.enum(['shard', 'reduce']), id: Id });
+const ReduceInputs = z.array(ReduceInput).min(1).max(PAYLOAD_LIMITS.fanIn);
 
 const FrameSide = z.number().int().positive().max(PAYLOAD_LIMITS.frameSide);
 const Frame = z.object({
@@ -126,7 +143,7 @@ export const BuildIndexPayloadSchema = z.object({
   category: Id,
   version: Id,
   recipe: Recipe,
-  coreset: z.object({ ratio: Ratio, seed: Seed, projectionDim: z.number().int().positive().max(PAYLOAD_LIMITS.projectionDim) }),
+  coreset: Coreset,
   /** Recorded in the model manifest: the weights and framing the feature workers used. */
   weights: z.object({ file: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits') }),
   frame: Frame,
@@ -141,6 +158,24 @@ export const BuildIndexPayloadSchema = z.object({
   }),
   shards: ShardList,
   maxFailedShare: MaxFailedShare,
+  /** A reduce-tree run: the root's own inputs (reduce steps or shards). Absent: the root merges every shard. */
+  inputs: ReduceInputs.optional(),
+  /** A reduce-tree run: its fan-in and every reduce step's node id (for status, retry and cancel). */
+  tree: z.object({ fanIn: z.number().int().min(2).max(PAYLOAD_LIMITS.fanIn), nodes: z.array(Id).max(PAYLOAD_LIMITS.shards) }).optional(),
+  /** Incremental retraining: the bank of this version is one more input of the root; its images are not read again. */
+  parentModel: ModelRef.optional(),
+  /** Recorded in the manifest: where the run's images came from (`submit train --images`). */
+  imagesPrefix: ObjectKey.optional(),
+});
+
+/** One inner node of a training run's reduce tree: at most fan-in inputs -> one coreset (runs/<run>/reduce/<node>.bin). */
+export const ReducePayloadSchema = z.object({
+  runId: Id,
+  node: Id,
+  recipe: Recipe,
+  /** `seed` is the node's own, derived from the run's seed and the node id. */
+  coreset: Coreset,
+  inputs: ReduceInputs,
 });
 
 export const ScoreShardPayloadSchema = z.object({
@@ -182,6 +217,8 @@ export const RetrainPayloadSchema = z.object({
   coresetRatio: Ratio.optional(),
   perShardCoresetRatio: Ratio.nullable().optional(),
   shardSize: z.number().int().min(1).max(PAYLOAD_LIMITS.shardImages).optional(),
+  coresetSize: z.number().int().positive().optional(),
+  fanIn: z.number().int().min(2).max(PAYLOAD_LIMITS.fanIn).optional(),
 });
 
 export type ExtractFeaturesPayload = z.infer<typeof ExtractFeaturesPayloadSchema>;
@@ -189,6 +226,8 @@ export type BuildIndexPayload = z.infer<typeof BuildIndexPayloadSchema>;
 export type ScoreShardPayload = z.infer<typeof ScoreShardPayloadSchema>;
 export type ReportPayload = z.infer<typeof ReportPayloadSchema>;
 export type RetrainPayload = z.infer<typeof RetrainPayloadSchema>;
+export type ReducePayload = z.infer<typeof ReducePayloadSchema>;
+export type ReduceInput = z.infer<typeof ReduceInput>;
 
 export interface JobPayloads {
   'extract-features': ExtractFeaturesPayload;
@@ -196,6 +235,7 @@ export interface JobPayloads {
   'score-shard': ScoreShardPayload;
   report: ReportPayload;
   retrain: RetrainPayload;
+  reduce: ReducePayload;
 }
 
 export const PAYLOAD_SCHEMAS: { [K in JobKind]: z.ZodType<JobPayloads[K]> } = {
@@ -204,6 +244,7 @@ export const PAYLOAD_SCHEMAS: { [K in JobKind]: z.ZodType<JobPayloads[K]> } = {
   'score-shard': ScoreShardPayloadSchema,
   report: ReportPayloadSchema,
   retrain: RetrainPayloadSchema,
+  reduce: ReducePayloadSchema,
 };
 
 function issuePath(path: readonly PropertyKey[]): string {

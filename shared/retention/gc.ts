@@ -3,7 +3,7 @@
 // score maps, every model version and report.
 //
 // Rules (RetentionSettings):
-// - A run's intermediates (runs/<run>/embeddings/, scores/, maps/) go once its output is published (the model
+// - A run's intermediates (runs/<run>/embeddings/, reduce/, scores/, maps/) go once its output is published (the model
 //   version's manifest; the report's index.html, written last), or once nothing of the run changed for graceMs.
 // - Per category the newest keepVersions complete model versions stay (ordered by manifest createdAt, then
 //   version id); never the one `latest` names, nor one an unfinished evaluation uses. A version without a
@@ -246,10 +246,10 @@ export async function collectGarbage(
       await remove(prefix, 'a run without run.json, unchanged beyond the grace period', group.objects);
       continue;
     }
-    const intermediates = group.objects.filter((o) => /^runs\/[^/]+\/(embeddings|scores|maps)\//.test(o.key));
+    const intermediates = group.objects.filter((o) => /^runs\/[^/]+\/(embeddings|reduce|scores|maps)\//.test(o.key));
     if (intermediates.length === 0) continue;
     if (published || stale(group)) {
-      for (const sub of ['embeddings/', 'scores/', 'maps/']) {
+      for (const sub of ['embeddings/', 'reduce/', 'scores/', 'maps/']) {
         const objs = intermediates.filter((o) => o.key.startsWith(prefix + sub));
         if (objs.length) await remove(prefix + sub, published ? 'the run\'s output is published' : `unfinished, unchanged for longer than ${settings.graceMs} ms`, objs);
       }

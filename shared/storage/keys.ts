@@ -6,6 +6,7 @@
  * datasets/<name>/<relative path>              input images and masks, as uploaded (e.g. train/good/000.png)
  * runs/<run>/run.json                          run manifest: written LAST, lists the shards that are complete
  * runs/<run>/embeddings/<shard>.bin            patch embeddings of one shard (tensor file, see tensor-file.ts)
+ * runs/<run>/reduce/<node>.bin                 output of one reduce-tree node: a coreset of its inputs (tensor file)
  * runs/<run>/scores/<shard>.json               image-level anomaly scores of one shard
  * runs/<run>/maps/<shard>.bin                  pixel anomaly maps of one shard (tensor file)
  * models/<category>/<version>/bank.f32         coreset memory bank, raw little-endian float32
@@ -112,6 +113,8 @@ export const runManifestKey = (run: string): string => `${runPrefix(run)}run.jso
 export const embeddingsPrefix = (run: string): string => `${runPrefix(run)}embeddings/`;
 export const embeddingsKey = (run: string, shard: number | string): string =>
   `${embeddingsPrefix(run)}${shardName(shard)}.bin`;
+export const reducePrefix = (run: string): string => `${runPrefix(run)}reduce/`;
+export const reduceKey = (run: string, node: string): string => `${reducePrefix(run)}${idSegment('reduce node', node)}.bin`;
 export const scoresPrefix = (run: string): string => `${runPrefix(run)}scores/`;
 export const scoresKey = (run: string, shard: number | string): string => `${scoresPrefix(run)}${shardName(shard)}.json`;
 export const mapsPrefix = (run: string): string => `${runPrefix(run)}maps/`;

@@ -20,7 +20,7 @@ import { serviceSettingsFromEnv } from '../../shared/distributed/service-env.js'
 import { startRedisServer, type RedisServer } from '../../shared/embedded/redis-server.js';
 import { repoRoot } from '../../shared/paths.js';
 import { createRedisConnection, redisConfigFromEnv, workerSettingsFromEnv } from '../../shared/queue/config.js';
-import { FEATURES_QUEUE, INDEX_QUEUE, QUEUE_NAMES, REPORT_QUEUE, SCHEDULE_QUEUE, SCORE_QUEUE, type QueueName } from '../../shared/queue/jobs.js';
+import { FEATURES_QUEUE, INDEX_QUEUE, QUEUE_NAMES, REDUCE_QUEUE, REPORT_QUEUE, SCHEDULE_QUEUE, SCORE_QUEUE, type QueueName } from '../../shared/queue/jobs.js';
 import { storageConfigFromEnv } from '../../shared/storage/config.js';
 import {
   datasetKey, datasetPrefix, embeddingsKey, mapsKey, modelKey, modelLatestKey, modelVersionPrefix, reportKey, reportPrefix, runManifestKey, scoresKey,
@@ -252,7 +252,7 @@ const WEIGHTS_ROLES = new Set(['worker features', 'worker score', 'worker schedu
 /** The queues each worker role serves (the scorer serves two), as the services start them. */
 const QUEUES_OF_ROLE: Record<string, QueueName[]> = {
   'worker features': [FEATURES_QUEUE],
-  'worker index': [INDEX_QUEUE],
+  'worker index': [INDEX_QUEUE, REDUCE_QUEUE],
   'worker score': [SCORE_QUEUE, REPORT_QUEUE],
   'worker scheduler': [SCHEDULE_QUEUE],
 };

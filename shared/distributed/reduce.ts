@@ -1,0 +1,229 @@
+// The reduce tree of a training run: each node merges at most fan-in inputs (feature shards' embeddings or other
+// nodes' outputs) and keeps a coreset of them, so no job ever holds more than fan-in x (rows of one input), however
+// many images the run has. Inner nodes write runs/<run>/reduce/<node>.bin; the root (merge-index.ts) writes the bank.
+//
+// A node's output size: the row cap (`coreset.size`) when the run has one, else `ratio` x the training patches
+// below it; never more than its input rows (then the rows pass through unchanged, no selection). Selected rows keep
+// their input order. Inputs are read in the order the payload lists them and each node's seed is fixed by the
+// producer, so the same inputs give the same output bytes: a retried or repeated job overwrites an object with itself.
+import { createHash } from 'node:crypto';
+import type { Logger } from '../log.js';
+import { getRecipe, type FeatureRecipe } from '../features/recipes.js';
+import { ModelManifestSchema, type ModelManifest } from '../model/manifest.js';
+import { checkFailedShare, type ReduceInput, type ReducePayload } from '../queue/jobs.js';
+import { inputJobId } from '../queue/flows.js';
+import { StageTimer, jobTimings, peakRssMiB, queueWaitMs, sumJobTimings, type JobTimings, type QueuedJob } from '../run/timings.js';
+import { embeddingsKey, modelKey, reduceKey } from '../storage/keys.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { decodeTensorFile, encodeTensorFile } from '../storage/tensor-file.js';
+import { PermanentError } from '../errors.js';
+import { selectRowsInThread } from './coreset-thread.js';
+import type { ShardFeaturesResult } from './shard-features.js';
+
+/** What a reduce job returns: its output and a summary of everything below it, for the nodes above and the root. */
+export interface ReduceResult {
+  node: string;
+  key: string;
+  /** Rows written, and the rows its inputs had. */
+  rows: number;
+  inputRows: number;
+  /** Training patches of the images below (before any reduction). */
+  patches: number;
+  images: number;
+  /** Images below that could not be read. */
+  failed: { id: string; error: string }[];
+  engine: string;
+  backend: string;
+  bytes: number;
+  /** Summed timings of the feature jobs below, and of the reduce jobs below including this one. */
+  jobs: { features: JobTimings; reduce: JobTimings };
+  timings_ms: Record<string, number>;
+  queue_wait_ms: number | null;
+  finished_at: number;
+  peak_rss_mib: number;
+}
+
+export type InputResult = ShardFeaturesResult | ReduceResult;
+
+export function inputKey(runId: string, input: ReduceInput): string {
+  return input.kind === 'shard' ? embeddingsKey(runId, input.id) : reduceKey(runId, input.id);
+}
+
+/** Rows a node or the root keeps of `rows` input rows standing for `patches` training patches. */
+export function reduceTarget(coreset: { ratio: number; size?: number }, patches: number, rows: number): number {
+  const wanted = coreset.size ?? Math.max(1, Math.round(coreset.ratio * patches));
+  return Math.min(wanted, rows);
+}
+
+/** The inputs' rows in one matrix (in input order), with what their headers say. */
+export interface GatheredInputs {
+  features: Float32Array;
+  rows: number;
+  patches: number;
+  images: number;
+  grid: [number, number];
+  bytes: number;
+}
+
+/** A bank of an earlier version that joins the inputs first (incremental retraining). */
+export interface PriorBank {
+  category: string;
+  version: string;
+  manifest: ModelManifest;
+  rows: Float32Array;
+}
+
+/**
+ * Downloads the inputs one at a time into one matrix allocated up front (the inputs' row counts come from their
+ * jobs' results), so a step holds its merged rows plus one input's file, never all files and their copy at once.
+ * `prior` rows go first. Throws naming the file on a mismatch of recipe, dims, row count or patch grid, and on an
+ * image that two shard inputs both hold.
+ */
+export async function gatherInputs(
+  store: ObjectStore, runId: string, recipe: FeatureRecipe, inputs: readonly ReduceInput[],
+  results: ReadonlyMap<string, InputResult>, timer: StageTimer, prior?: PriorBank,
+): Promise<GatheredInputs> {
+  const dim = recipe.dim;
+  // Row counts from the inputs' jobs, so the matrix is allocated once; without them (a hand-run step) it grows.
+  const expected = inputs.map((input) => results.get(inputJobId(runId, input))?.rows);
+  const priorRows = prior ? prior.rows.length / dim : 0;
+  let capacity = priorRows + (expected.every((r) => r !== undefined) ? expected.reduce((s, r) => s! + r!, 0)! : 0);
+  let features = new Float32Array(capacity * dim);
+  if (prior) features.set(prior.rows, 0);
+  let rows = priorRows;
+  let patches = prior?.manifest.coreset.trainPatches ?? 0;
+  let images = 0;
+  let bytes = 0;
+  const grids = new Set<string>(prior ? [prior.manifest.grid.join('x')] : []);
+  const inputOfImage = new Map<string, string>();
+  for (const [i, input] of inputs.entries()) {
+    const key = inputKey(runId, input);
+    const buf = await timer.time('download', () => store.getObject(key));
+    bytes += buf.length;
+    const file = decodeTensorFile(buf, key);
+    const h = file.header;
+    if (h.dim !== dim || h.recipe !== recipe.name) {
+      throw new Error(`embeddings file "${key}" holds ${String(h.recipe)} features of ${h.dim} dims; this run uses ${recipe.name} (${dim})`);
+    }
+    if (expected[i] !== undefined && h.count !== expected[i]) throw new Error(`embeddings file "${key}" has ${h.count} rows; its job reported ${expected[i]}`);
+    if (h.count > 0) grids.add(h.grid.join('x'));
+    patches += Number(h.patches ?? h.count);
+    images += input.kind === 'shard' ? h.images.length : Number(h.imagesBelow ?? 0);
+    // Shards never overlap when the producer made them; a run whose shards do is refused, not double-counted.
+    for (const img of h.images) {
+      const earlier = inputOfImage.get(img.key);
+      if (earlier !== undefined) throw new Error(`training run ${runId}: image "${img.key}" is in shards ${earlier} and ${input.id}`);
+      inputOfImage.set(img.key, input.id);
+    }
+    if (rows + h.count > capacity) {
+      capacity = Math.max(rows + h.count, 2 * capacity);
+      const grown = new Float32Array(capacity * dim);
+      grown.set(features.subarray(0, rows * dim));
+      features = grown;
+    }
+    features.set(file.data, rows * dim);
+    rows += h.count;
+  }
+  if (capacity > rows) features = features.slice(0, rows * dim);
+  if (grids.size > 1) throw new Error(`training run ${runId}: inputs disagree on the patch grid (${[...grids].join(', ')})`);
+  const grid = (grids.size ? [...grids][0].split('x').map(Number) : [1, 1]) as [number, number];
+  return { features, rows, patches, images, grid, bytes };
+}
+
+/** What the inputs' jobs report about everything below them: skipped images, engines and job timings. */
+export function summarizeInputs(runId: string, inputs: readonly ReduceInput[], results: ReadonlyMap<string, InputResult>) {
+  const failed: { id: string; error: string }[] = [];
+  const features: JobTimings[] = [];
+  const reduce: JobTimings[] = [];
+  let engine = 'unknown';
+  let backend = 'unknown';
+  let lastDone = 0;
+  for (const input of inputs) {
+    // The root tolerates a child whose result is gone (its images then count as read); a reduce step has them all.
+    const r = results.get(inputJobId(runId, input));
+    if (!r) continue;
+    failed.push(...r.failed);
+    if (engine === 'unknown') ({ engine, backend } = r);
+    lastDone = Math.max(lastDone, r.finished_at ?? 0);
+    if (input.kind === 'shard') {
+      const s = r as ShardFeaturesResult;
+      features.push(jobTimings(s.timings_ms, s.queue_wait_ms ?? null));
+    } else {
+      const n = r as ReduceResult;
+      features.push(n.jobs.features);
+      reduce.push(n.jobs.reduce);
+    }
+  }
+  return { failed, engine, backend, lastDone, features: sumJobTimings(features), reduce: reduce.length ? sumJobTimings(reduce) : null };
+}
+
+/** One inner node: merge the inputs, keep a coreset, write runs/<run>/reduce/<node>.bin. */
+export async function reduceNode(
+  p: ReducePayload, results: ReadonlyMap<string, InputResult>, ctx: { store: ObjectStore; log: Logger; job?: QueuedJob },
+): Promise<ReduceResult> {
+  const timer = new StageTimer();
+  const recipe = getRecipe(p.recipe);
+  const gathered = await gatherInputs(ctx.store, p.runId, recipe, p.inputs, results, timer);
+  const below = summarizeInputs(p.runId, p.inputs, results);
+  const target = reduceTarget(p.coreset, gathered.patches, gathered.rows);
+  let out = gathered.features;
+  if (target < gathered.rows) {
+    const selected = await timer.time('coreset', () =>
+      selectRowsInThread(gathered.features, gathered.rows, recipe.dim, { target, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed }));
+    out = selected.rows;
+  }
+  const rows = out.length / recipe.dim;
+  const body = encodeTensorFile(
+    {
+      dtype: 'float32', dim: recipe.dim, count: rows, grid: gathered.grid, images: [], recipe: recipe.name,
+      runId: p.runId, node: p.node, inputs: p.inputs, patches: gathered.patches, imagesBelow: gathered.images,
+      coreset: p.coreset,
+    },
+    out,
+  );
+  const key = reduceKey(p.runId, p.node);
+  await timer.time('upload', () => ctx.store.putObject(key, body));
+  ctx.log.info({ node: p.node, inputs: p.inputs.length, inputRows: gathered.rows, rows, patches: gathered.patches }, 'reduce step written');
+  const timings = timer.toJSON();
+  const wait = queueWaitMs(ctx.job, below.lastDone);
+  const own = jobTimings(timings, wait);
+  return {
+    node: p.node, key, rows, inputRows: gathered.rows, patches: gathered.patches, images: gathered.images,
+    failed: below.failed, engine: below.engine, backend: below.backend, bytes: body.length,
+    jobs: { features: below.features, reduce: sumJobTimings(below.reduce ? [below.reduce, own] : [own]) },
+    timings_ms: timings, queue_wait_ms: wait, finished_at: Date.now(), peak_rss_mib: peakRssMiB(),
+  };
+}
+
+/**
+ * The bank rows of a published version, checked against its manifest (size and sha256): the prior input of an
+ * incremental run. Refuses (PermanentError) a version of another recipe or weights than the run's.
+ */
+export async function readPriorBank(
+  store: ObjectStore, model: { category: string; version: string }, expect: { recipe: string; weightsSha256: string },
+): Promise<PriorBank> {
+  const what = `model ${model.category}/${model.version}`;
+  const manifest = await store.getManifest(modelKey(model.category, model.version, 'manifest.json'), ModelManifestSchema);
+  if (!manifest) throw new PermanentError(`${what} has no manifest: it is not a published version`);
+  if (manifest.recipe !== expect.recipe) throw new PermanentError(`${what} uses the ${manifest.recipe} recipe; this run uses ${expect.recipe}`);
+  if (manifest.backbone.weights.sha256 !== expect.weightsSha256) {
+    throw new PermanentError(`${what} was trained with other weights (sha256 ${manifest.backbone.weights.sha256}) than this run's (${expect.weightsSha256})`);
+  }
+  const entry = manifest.files?.find((f) => f.name === 'bank.f32');
+  if (!entry) throw new PermanentError(`${what}: its manifest lists no bank.f32`);
+  const body = await store.getObject(modelKey(model.category, model.version, 'bank.f32'));
+  if (body.length !== entry.size || createHash('sha256').update(body).digest('hex') !== entry.sha256) {
+    throw new PermanentError(`${what}: bank.f32 in storage does not match the manifest (size or sha256)`);
+  }
+  if (body.length !== manifest.bank.count * manifest.featureDim * 4) {
+    throw new PermanentError(`${what}: bank.f32 has ${body.length} bytes, expected count x dim x 4 = ${manifest.bank.count} x ${manifest.featureDim} x 4`);
+  }
+  const rows = new Float32Array(manifest.bank.count * manifest.featureDim);
+  new Uint8Array(rows.buffer).set(body);
+  return { ...model, manifest, rows };
+}
+
+/** The root's failed-share check over everything below it. */
+export function checkRunFailures(runId: string, failed: { id: string; error: string }[], images: number, maxShare?: number): void {
+  checkFailedShare(`training run ${runId}`, failed, images + failed.length, maxShare);
+}
