@@ -100,7 +100,12 @@ test('mixed image sizes in shards; the report merges summaries and fetches only 
     assert.ok(c.range, `${c.key} fetched whole`);
     assert.equal(c.range!.end - c.range!.start, byKey.get(`${c.key}@${c.range!.start}`)! * 4);
   }
-  assert.equal((await store.head(mapsKey('eval-mixed', '0000')))!.size > mapCalls[0].range!.end - mapCalls[0].range!.start, true);
+  // A byte range is exactly that slice of the object.
+  const whole = await getObject(mapsKey('eval-mixed', '0000'));
+  const { offset, values } = shardScores[0].images[1].map;
+  assert.ok(whole.length > values * 4);
+  assert.ok((await getObject(mapsKey('eval-mixed', '0000'), { range: { start: offset, end: offset + values * 4 } })).equals(whole.subarray(offset, offset + values * 4)));
+  await assert.rejects(getObject(mapsKey('eval-mixed', '0000'), { range: { start: 8, end: 8 } }), /byte range \[8, 8\) must be non-empty/);
 
   const metrics = JSON.parse((await getObject(reportKey('eval-mixed', 'metrics.json'))).toString());
   assert.equal(metrics.pixel_images, 4);
