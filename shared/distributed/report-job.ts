@@ -18,7 +18,8 @@ import {
 } from '../run/timings.js';
 import { mapsKey, reportKey, reportPrefix, scoresKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import { checkDatasetKeys, listStoredDataset } from './dataset-store.js';
+import { classifyDatasetPaths } from '../dataset/mvtec.js';
+import { checkDatasetKeys, listRelative } from './dataset-store.js';
 import type { ModelCache } from './model-store.js';
 import { ShardScoresSchema, ShardTimingsSchema, scoreTimingsKey } from './score-shard.js';
 
@@ -53,7 +54,11 @@ export async function buildRunReport(
   const t0 = performance.now();
   checkDatasetKeys(p.datasetPrefix, []);
   const { manifest } = await timer.time('load_model', () => ctx.models.get(p.model.category, p.model.version));
-  const dataset = await timer.time('list', () => listStoredDataset(ctx.store, p.datasetPrefix, { test: true }));
+  // Only the test images and their masks are listed: the training images (an archive, maybe) are not the report's.
+  const dataset = await timer.time('list', async () => {
+    const under = async (folder: string) => (await listRelative(ctx.store, p.datasetPrefix + folder)).map((rel) => folder + rel);
+    return classifyDatasetPaths([...(await under('test/')), ...(await under('ground_truth/'))], `"${p.datasetPrefix}"`, { test: true });
+  });
   // A storage fault fails the job (retried); only a mask that cannot be decoded is reported per image.
   const read: ByteReader = (rel) => timer.time('download', () => ctx.store.getObject(p.datasetPrefix + rel));
   const byId = new Map(dataset.test.map((img) => [img.path, img]));
