@@ -160,7 +160,7 @@ export async function scoreShard(p: ScoreShardPayload, ctx: ScoreShardContext): 
       const truth = img ? await readGroundTruth(img, r.frame, read) : { mask: null };
       if (truth.failed) failed.push(truth.failed);
       // Each image in its own whole-image grid: shards hold images of any size.
-      const whole = timer.timeSync('summary', () => summariseImage(pixels, r, truth.mask));
+      const whole = timer.timeSync('metrics', () => summariseImage(pixels, r, truth.mask));
       entries.push({ key: p.datasetPrefix + r.id, offset: values, patches: whole.length, width: r.frame.resizedWidth, height: r.frame.resizedHeight });
       values += whole.length;
       maps.push(whole);
