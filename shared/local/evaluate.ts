@@ -106,10 +106,12 @@ export async function scoreModel(modelDir: string, dataset: MvtecDataset, test: 
       }
       const whole = timer.timeSync('metrics', () => summariseImage(pixels, r, truth.mask));
       const at = await maps.put(whole);
-      const { resizedWidth: width, resizedHeight: height } = r.frame;
+      const { frame } = r; // the closure keeps the frame only, not the image's map
       scored.push({
         id: img.path, defectType: img.defectType, label: img.label, score: r.score, recall: r.recall, image: () => read(img.path),
-        heatmap: async () => ({ map: await maps.get(at), mask: (await readGroundTruth(img, r.frame, read)).mask, width, height }),
+        heatmap: async () => ({
+          map: await maps.get(at), mask: (await readGroundTruth(img, frame, read)).mask, width: frame.resizedWidth, height: frame.resizedHeight,
+        }),
       });
     }
   } catch (err) {
