@@ -13,10 +13,11 @@ import type { Logger } from '../log.js';
 import { PixelHistogram, type ThresholdChoice, type ThresholdSetting } from '../metrics/index.js';
 import { methodOf } from '../methods/index.js';
 import type { ModelMethod } from '../model/manifest.js';
-import { buildComparisonReport, buildReport, localFolderWriter, type MethodResult, type ReportImage, type RunInfo } from '../report/index.js';
+import { buildComparisonReport, buildReport, localFolderWriter, type Heatmap, type MethodResult, type ReportImage, type RunInfo } from '../report/index.js';
 import { startProgress } from '../run/progress.js';
-import { MapSpill } from './map-spill.js';
-import { datasetSources, localReader } from '../run/sources.js';
+import { MapSpill, type SpilledMap } from './map-spill.js';
+import { datasetSources, localReader, type ByteReader } from '../run/sources.js';
+import type { Frame } from '../image/index.js';
 import { StageTimer, peakRssMiB } from '../run/timings.js';
 
 /** How the test images are read and scored; shared by every model of a comparison. */
@@ -70,6 +71,13 @@ function limitPerType(images: DatasetImage[], limit?: number): DatasetImage[] {
   });
 }
 
+/** Reads an image's map back from the spill and its mask again; made apart so the closure holds no pixels. */
+function spilledHeatmap(maps: MapSpill, at: SpilledMap, img: DatasetImage, frame: Frame, read: ByteReader): () => Promise<Heatmap> {
+  return async () => ({
+    map: await maps.get(at), mask: (await readGroundTruth(img, frame, read)).mask, width: frame.resizedWidth, height: frame.resizedHeight,
+  });
+}
+
 /**
  * Scores the test images with one model folder of any method and computes its metrics (no report written). Each
  * image goes into the pixel summary as it is scored; its map is kept on disk (ModelEvaluation.maps), not in memory.
@@ -106,12 +114,9 @@ export async function scoreModel(modelDir: string, dataset: MvtecDataset, test: 
       }
       const whole = timer.timeSync('metrics', () => summariseImage(pixels, r, truth.mask));
       const at = await maps.put(whole);
-      const { frame } = r; // the closure keeps the frame only, not the image's map
       scored.push({
         id: img.path, defectType: img.defectType, label: img.label, score: r.score, recall: r.recall, image: () => read(img.path),
-        heatmap: async () => ({
-          map: await maps.get(at), mask: (await readGroundTruth(img, frame, read)).mask, width: frame.resizedWidth, height: frame.resizedHeight,
-        }),
+        heatmap: spilledHeatmap(maps, at, img, r.frame, read),
       });
     }
   } catch (err) {
