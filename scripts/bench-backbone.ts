@@ -41,6 +41,8 @@ import { FeatureMatrix } from '../shared/pipeline/feature-matrix.js';
 import { localSources } from '../shared/run/sources.js';
 import { computeMetrics } from '../shared/evaluation/metrics.js';
 import type { ScoredImage } from '../shared/evaluation/types.js';
+import { summariseImage, wholeImageFrame } from '../shared/evaluation/whole-image.js';
+import { PixelHistogram } from '../shared/metrics/index.js';
 import { scoreImage } from '../shared/pipeline/score-image.js';
 import { StageTimer } from '../shared/run/timings.js';
 import { readFile } from 'node:fs/promises';
@@ -222,18 +224,21 @@ async function patchcoreMetrics(root: string, precision: Precision): Promise<Rec
   // Only the fields scoreImage reads.
   const manifest = { scoring: { sigma: 4, reweightNeighbours: null } } as unknown as ModelManifest;
   const scored: ScoredImage[] = [];
+  const pixels = new PixelHistogram();
   const byId = new Map(ds.test.map((img) => [img.path, img]));
   for await (const r of extractFeatures(localSources(ds.root, ds.test), { backbone, recipe, frame, batchSize: BATCH, timer })) {
     if (!r.ok) throw new Error(`${r.id}: ${r.error}`);
     const img = byId.get(r.id)!;
     const { score, map } = scoreImage(bank, manifest, r.features, r.frame, timer);
+    const whole = wholeImageFrame(r.frame);
     const mask = img.maskPath
-      ? maskToFrame(await decodeMask(await readFile(join(ds.root, img.maskPath)), img.maskPath), r.frame)
-      : img.label === 0 ? new Uint8Array(r.frame.width * r.frame.height) : null;
-    scored.push({ id: img.path, defectType: img.defectType, label: img.label, score, map, mask, height: r.frame.height, width: r.frame.width });
+      ? maskToFrame(await decodeMask(await readFile(join(ds.root, img.maskPath)), img.maskPath), whole)
+      : img.label === 0 ? new Uint8Array(whole.width * whole.height) : null;
+    summariseImage(pixels, { id: img.path, map, frame: r.frame }, mask);
+    scored.push({ id: img.path, defectType: img.defectType, label: img.label, score });
   }
   backbone.dispose();
-  const m = computeMetrics(scored);
+  const m = computeMetrics(scored, pixels);
   return {
     precision, calibration: precision === 'int8' ? c.label : null, coreset_ratio: ratio, bank: bank.count, train_images: ds.train.length, test_images: scored.length,
     image_auroc: m.image_auroc, pixel_auroc: m.pixel_auroc, aupro: m.aupro, f1_max: m.f1_max,

@@ -61,8 +61,10 @@ interface TopEntry {
 
 interface HeldMap {
   key: string;
+  /** Over the whole image at the resized resolution. */
   map: Float32Array;
-  frame: Frame;
+  width: number;
+  height: number;
 }
 
 /** Runs `tasks` with at most `limit` in flight; the first failure is thrown once the others settle. */
@@ -152,7 +154,9 @@ export async function buildUnlabelledReport(
         const i = mapIndex.get(s.key);
         if (i === undefined) throw new Error(`scoring run ${p.runId}: shard ${shard} has no map for "${s.key}" (${mapsKey(p.runId, shard)})`);
         const map = imageRows(maps!, i);
-        const { width, height } = s.frame;
+        // Maps cover the whole image at the model's resized resolution (-Infinity where the model did not look).
+        const width = s.frame.resizedWidth;
+        const height = s.frame.resizedHeight;
         if (map.length !== width * height) throw new Error(`scoring run ${p.runId}: the map of "${s.key}" has ${map.length} values, not ${width}x${height}`);
         const isAnomalous = choice ? s.score >= choice.threshold : null;
         if (isAnomalous) anomalous++;
@@ -161,7 +165,7 @@ export async function buildUnlabelledReport(
         const mapKey = heatmapKey(p.runId, s.id);
         await emit({ image: s.id, key: s.key, score: s.score, anomalous: isAnomalous, map: mapKey });
         const rank = topIds.get(s.id);
-        if (rank !== undefined) held[rank] = { key: s.key, map: map.slice(), frame: s.frame };
+        if (rank !== undefined) held[rank] = { key: s.key, map: map.slice(), width, height };
         puts.push(async () => {
           const png = await timer.time('heatmaps', () => renderOverlay({ id: s.id, map, width, height }, { range: heatmapRange, size: Math.max(width, height), alpha: 1 }));
           await timer.time('upload', () => ctx.store.putObject(mapKey, png.png, 'image/png'));
@@ -186,7 +190,7 @@ export async function buildUnlabelledReport(
     if (!h) throw new Error(`scoring run ${p.runId}: the map of top image "${e.id}" was not found in the second pass`);
     const image = await timer.time('download', () => ctx.store.getObject(h.key, { maxBytes: PAYLOAD_LIMITS.imageBytes }));
     const overlay = await timer.time('report', () => renderOverlay(
-      { id: e.id, map: h.map, width: h.frame.width, height: h.frame.height, image, frame: h.frame }, { range: heatmapRange }));
+      { id: e.id, map: h.map, width: h.width, height: h.height, image }, { range: heatmapRange }));
     const gallery = `gallery/${String(rank + 1).padStart(4, '0')}.png`;
     await timer.time('upload', () => ctx.store.putObject(reportKey(p.runId, gallery), overlay.png, 'image/png'));
     held[rank] = undefined;

@@ -1,7 +1,7 @@
-// From per-image scores and anomaly maps to the figures of metrics.json. Pure: used by the local `evaluate`
-// command and by the distributed report job alike.
+// From per-image scores and the merged pixel summary to the figures of metrics.json. Pure: used by the local
+// `evaluate` command and by the distributed report job alike.
 import {
-  aupro, confusionAt, decideThreshold, f1Max, rocAuc, scoreStats, type ThresholdChoice, type ThresholdSetting,
+  confusionAt, type PixelHistogram, decideThreshold, f1Max, rocAuc, scoreStats, type ThresholdChoice, type ThresholdSetting,
 } from '../metrics/index.js';
 import type { EvaluationMetrics, FailedImage, RecallCount, ScoredImage } from './types.js';
 
@@ -10,7 +10,11 @@ export const DEFAULT_RECALL_SAMPLE = 2000;
 
 const round = (x: number) => Math.round(x * 1e6) / 1e6;
 
-export function computeMetrics(scored: ScoredImage[]): EvaluationMetrics {
+/**
+ * metrics.json's figures: image-level from the scores, pixel-level from the summary of every image's whole-image
+ * map and mask (null when no image had ground truth).
+ */
+export function computeMetrics(scored: ScoredImage[], pixels: PixelHistogram | null): EvaluationMetrics {
   const scores = Float32Array.from(scored, (s) => s.score);
   const labels = Uint8Array.from(scored, (s) => s.label);
   const positives = labels.reduce((a, b) => a + b, 0);
@@ -31,32 +35,14 @@ export function computeMetrics(scored: ScoredImage[]): EvaluationMetrics {
     };
   }
 
-  // Pixel metrics over the images whose ground truth is known and whose maps share the first one's frame.
-  const withMask = scored.filter((s) => s.mask && s.map);
-  const frame = withMask[0];
-  const pix = withMask.filter((s) => s.height === frame.height && s.width === frame.width);
-  let pixelAuroc: number | null = null;
-  let pro: number | null = null;
-  const anyDefectPixel = pix.some((s) => s.mask!.some((v) => v === 1));
-  if (pix.length > 0 && anyDefectPixel) {
-    const n = frame.height * frame.width;
-    const allMaps = new Float32Array(pix.length * n);
-    const allMasks = new Uint8Array(pix.length * n);
-    pix.forEach((s, i) => {
-      allMaps.set(s.map!, i * n);
-      allMasks.set(s.mask!, i * n);
-    });
-    if (allMasks.some((v) => v === 0)) {
-      pixelAuroc = round(rocAuc(allMaps, allMasks));
-      pro = round(aupro(pix.map((s) => s.map!), pix.map((s) => s.mask!), frame.height, frame.width, 0.3));
-    }
-  }
+  const pixelAuroc = pixels?.auroc() ?? null;
+  const pro = pixels?.aupro(0.3) ?? null;
 
   const f1 = bothClasses ? f1Max(scores, labels) : null;
   return {
     image_auroc: bothClasses ? round(rocAuc(scores, labels)) : null,
-    pixel_auroc: pixelAuroc,
-    aupro: pro,
+    pixel_auroc: pixelAuroc === null ? null : round(pixelAuroc),
+    aupro: pro === null ? null : round(pro),
     f1_max: f1 ? round(f1.f1) : null,
     threshold: f1 ? f1.threshold : null,
     precision: f1 ? round(f1.precision) : null,
@@ -64,7 +50,8 @@ export function computeMetrics(scored: ScoredImage[]): EvaluationMetrics {
     confusion_matrix: f1 ? f1.confusion : null,
     images: scored.length,
     images_by_type: imagesByType,
-    pixel_images: pix.length,
+    pixel_images: pixels?.images ?? 0,
+    defect_pixels_outside_view: pixels && pixels.defectPixels > 0 ? round(pixels.defectPixelsOutsideView / pixels.defectPixels) : null,
     per_defect_type: perDefect,
     score_stats: scoreStats(Array.from(scores), scored.map((s) => s.defectType)),
   };
@@ -88,6 +75,8 @@ export function mergeRecall(images: readonly { id: string; recall?: RecallCount 
 
 export interface MetricsInput {
   images: ScoredImage[];
+  /** The pixel summary of every image with ground truth, merged; null when there is none. */
+  pixels: PixelHistogram | null;
   /** Images (or masks) that could not be used; listed in id order. */
   failed: FailedImage[];
   /** metrics.json's `model`: the method's record with the caller's ids. */
@@ -107,7 +96,7 @@ export interface MetricsInput {
  */
 export function assembleMetrics(input: MetricsInput): { metrics: EvaluationMetrics; threshold: ThresholdChoice } {
   const { images } = input;
-  const metrics = computeMetrics(images);
+  const metrics = computeMetrics(images, input.pixels);
   const scores = Float32Array.from(images, (s) => s.score);
   const labels = Uint8Array.from(images, (s) => s.label);
   const threshold = decideThreshold(input.threshold ?? { rule: 'f1-max' }, { scores, labels }, input.validationScores, input.modelName);

@@ -20,17 +20,12 @@ export interface FailedImage {
   error: string;
 }
 
+/** A scored test image as the metrics see it: its score and label (pixel data goes into a PixelHistogram). */
 export interface ScoredImage {
   id: string;
   defectType: string;
   label: 0 | 1;
   score: number;
-  /** Anomaly map in the model frame (height x width), or null when maps were not kept. */
-  map: Float32Array | null;
-  /** Ground truth in the model frame (0/1), or null when unknown (defect image without a usable mask). */
-  mask: Uint8Array | null;
-  height: number;
-  width: number;
   /** PatchCore: HNSW recall@1 on this image's sampled patches (absent when not measured). */
   recall?: RecallCount | null;
 }
@@ -54,6 +49,8 @@ export interface EvaluationMetrics {
   images: number;
   images_by_type: Record<string, number>;
   pixel_images: number;
+  /** Share of the ground-truth defect pixels that lay outside the model's view (0 without a crop; null without any). */
+  defect_pixels_outside_view: number | null;
   per_defect_type: Record<string, { images: number; image_auroc: number | null }>;
   score_stats: Record<string, ScoreSummary>;
   /** The threshold that decides good/defect in the report and scores.csv, how it was chosen, and its outcome. */

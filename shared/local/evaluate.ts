@@ -7,14 +7,17 @@ import type { EngineName } from '../backbone/engine.js';
 import { listMvtecDataset, type DatasetImage, type MvtecDataset } from '../dataset/mvtec.js';
 import { readGroundTruth } from '../evaluation/ground-truth.js';
 import { assembleMetrics, DEFAULT_RECALL_SAMPLE } from '../evaluation/metrics.js';
+import { summariseImage } from '../evaluation/whole-image.js';
 import type { EvaluationMetrics, FailedImage, ModelDescription, ScoredImage } from '../evaluation/types.js';
 import type { Logger } from '../log.js';
-import type { ThresholdChoice, ThresholdSetting } from '../metrics/index.js';
+import { PixelHistogram, type ThresholdChoice, type ThresholdSetting } from '../metrics/index.js';
 import { methodOf } from '../methods/index.js';
 import type { ModelMethod } from '../model/manifest.js';
-import { buildComparisonReport, buildReport, localFolderWriter, type MethodResult, type ReportImage, type RunInfo } from '../report/index.js';
+import { buildComparisonReport, buildReport, localFolderWriter, type Heatmap, type MethodResult, type ReportImage, type RunInfo } from '../report/index.js';
 import { startProgress } from '../run/progress.js';
-import { datasetSources, localReader } from '../run/sources.js';
+import { MapSpill, type SpilledMap } from './map-spill.js';
+import { datasetSources, localReader, type ByteReader } from '../run/sources.js';
+import type { Frame } from '../image/index.js';
 import { StageTimer, peakRssMiB } from '../run/timings.js';
 
 /** How the test images are read and scored; shared by every model of a comparison. */
@@ -49,9 +52,13 @@ export interface ModelEvaluation {
   method: ModelMethod;
   modelDir: string;
   images: (ScoredImage & ReportImage)[];
+  /** Every image's whole-image map against its ground truth, merged. */
+  pixels: PixelHistogram;
   metrics: EvaluationMetrics;
   describe: ModelDescription;
   threshold: ThresholdChoice;
+  /** The maps the gallery reads back; close it once the report is written. */
+  maps: MapSpill;
 }
 
 function limitPerType(images: DatasetImage[], limit?: number): DatasetImage[] {
@@ -64,7 +71,17 @@ function limitPerType(images: DatasetImage[], limit?: number): DatasetImage[] {
   });
 }
 
-/** Scores the test images with one model folder of any method and computes its metrics (no files written). */
+/** Reads an image's map back from the spill and its mask again; made apart so the closure holds no pixels. */
+function spilledHeatmap(maps: MapSpill, at: SpilledMap, img: DatasetImage, frame: Frame, read: ByteReader): () => Promise<Heatmap> {
+  return async () => ({
+    map: await maps.get(at), mask: (await readGroundTruth(img, frame, read)).mask, width: frame.resizedWidth, height: frame.resizedHeight,
+  });
+}
+
+/**
+ * Scores the test images with one model folder of any method and computes its metrics (no report written). Each
+ * image goes into the pixel summary as it is scored; its map is kept on disk (ModelEvaluation.maps), not in memory.
+ */
 export async function scoreModel(modelDir: string, dataset: MvtecDataset, test: DatasetImage[], opts: ScoringOptions): Promise<ModelEvaluation> {
   const log = opts.logger;
   const t0 = performance.now();
@@ -78,6 +95,8 @@ export async function scoreModel(modelDir: string, dataset: MvtecDataset, test: 
   const byId = new Map(test.map((img) => [img.path, img]));
   const scored: (ScoredImage & ReportImage)[] = [];
   const failed: FailedImage[] = [];
+  const pixels = new PixelHistogram();
+  const maps = await MapSpill.open();
   const progress = startProgress(`test images (${method.name})`, test.length, log);
   try {
     for await (const r of scorer.score(datasetSources(read, test))) {
@@ -93,26 +112,32 @@ export async function scoreModel(modelDir: string, dataset: MvtecDataset, test: 
         failed.push(truth.failed);
         log.warn({ mask: img.maskPath, error: truth.failed.error }, 'evaluate: mask unusable, image left out of pixel metrics');
       }
+      const whole = timer.timeSync('metrics', () => summariseImage(pixels, r, truth.mask));
+      const at = await maps.put(whole);
       scored.push({
-        id: img.path, defectType: img.defectType, label: img.label, score: r.score, map: r.map, mask: truth.mask,
-        height: r.frame.height, width: r.frame.width, frame: r.frame, recall: r.recall, image: () => read(img.path),
+        id: img.path, defectType: img.defectType, label: img.label, score: r.score, recall: r.recall, image: () => read(img.path),
+        heatmap: spilledHeatmap(maps, at, img, r.frame, read),
       });
     }
+  } catch (err) {
+    await maps.close();
+    throw err;
   } finally {
     progress.stop();
     scorer.dispose();
   }
   if (scored.length === 0) {
+    await maps.close();
     throw new Error(`no test image of "${dataset.root}" could be scored with "${modelDir}" (${failed.length} failed; first: ${failed[0]?.error})`);
   }
   const { metrics, threshold } = timer.timeSync('metrics', () => assembleMetrics({
-    images: scored, failed, model: { dir: modelDir, ...scorer.model }, threshold: opts.threshold,
+    images: scored, pixels, failed, model: { dir: modelDir, ...scorer.model }, threshold: opts.threshold,
     validationScores: scorer.validationScores, modelName: `model "${modelDir}"`, recallSample,
   }));
   if (metrics.hnsw_recall_at_1 != null) log.info({ recall: metrics.hnsw_recall_at_1 }, 'evaluate: HNSW recall@1 against exact search');
   metrics.timings_ms = { ...timer.toJSON(), total: Math.round(performance.now() - t0) };
   metrics.peak_rss_mib = peakRssMiB();
-  return { method: method.name, modelDir, images: scored, describe: scorer.describe, threshold, metrics };
+  return { method: method.name, modelDir, images: scored, pixels, describe: scorer.describe, threshold, metrics, maps };
 }
 
 function testImages(opts: ScoringOptions): { dataset: MvtecDataset; test: DatasetImage[] } {
@@ -126,16 +151,20 @@ export async function evaluateModel(opts: EvaluateOptions): Promise<EvaluationMe
   await mkdir(opts.outDir, { recursive: true });
   const ev = await scoreModel(opts.modelDir, dataset, test, opts);
   const t0 = performance.now();
-  await buildReport(
-    {
-      run: {
-        runId: `local-${basename(opts.modelDir)}`, modelVersion: opts.modelDir, ...ev.describe,
-        dataset: dataset.root, createdAt: new Date().toISOString(), timings: ev.metrics.timings_ms,
+  try {
+    await buildReport(
+      {
+        run: {
+          runId: `local-${basename(opts.modelDir)}`, modelVersion: opts.modelDir, ...ev.describe,
+          dataset: dataset.root, createdAt: new Date().toISOString(), timings: ev.metrics.timings_ms,
+        },
+        name: ev.method, images: ev.images, metrics: ev.metrics, threshold: ev.threshold, pixels: ev.pixels,
       },
-      name: ev.method, images: ev.images, metrics: ev.metrics, threshold: ev.threshold,
-    },
-    localFolderWriter(opts.outDir),
-  );
+      localFolderWriter(opts.outDir),
+    );
+  } finally {
+    await ev.maps.close();
+  }
   ev.metrics.timings_ms!.report = Math.round(performance.now() - t0);
   opts.logger.info({ outDir: opts.outDir, method: ev.method }, 'evaluate: report written (metrics.json, scores.csv, index.html)');
   return ev.metrics;
@@ -168,8 +197,18 @@ export async function compareModels(opts: CompareOptions): Promise<Record<string
   const names = methodNames(checked);
   await mkdir(opts.outDir, { recursive: true });
   const evals: ModelEvaluation[] = [];
-  for (const dir of opts.modelDirs) evals.push(await scoreModel(dir, dataset, test, opts));
-  const methods: MethodResult[] = evals.map((e, i) => ({ name: names[i], images: e.images, metrics: e.metrics, threshold: e.threshold }));
+  try {
+    for (const dir of opts.modelDirs) evals.push(await scoreModel(dir, dataset, test, opts));
+    await writeComparison(evals, names, dataset, opts);
+  } finally {
+    for (const e of evals) await e.maps.close();
+  }
+  opts.logger.info({ outDir: opts.outDir, methods: names }, 'compare: report written (metrics.json, scores.csv, index.html)');
+  return Object.fromEntries(evals.map((e, i) => [names[i], e.metrics]));
+}
+
+async function writeComparison(evals: ModelEvaluation[], names: string[], dataset: MvtecDataset, opts: CompareOptions): Promise<void> {
+  const methods: MethodResult[] = evals.map((e, i) => ({ name: names[i], images: e.images, metrics: e.metrics, threshold: e.threshold, pixels: e.pixels }));
   const run: RunInfo = {
     runId: `compare-${names.map((n) => n.replace(/\s+/g, '-')).join('-vs-')}`,
     modelVersion: opts.modelDirs.join(', '),
@@ -180,6 +219,4 @@ export async function compareModels(opts: CompareOptions): Promise<Record<string
     timings: Object.fromEntries(evals.map((e, i) => [names[i], e.metrics.timings_ms?.total ?? 0])),
   };
   await buildComparisonReport({ run, methods }, localFolderWriter(opts.outDir));
-  opts.logger.info({ outDir: opts.outDir, methods: names }, 'compare: report written (metrics.json, scores.csv, index.html)');
-  return Object.fromEntries(evals.map((e, i) => [names[i], e.metrics]));
 }

@@ -28,7 +28,8 @@ export function connectedComponents(mask: Uint8Array, height: number, width: num
   return labelComponents(mask, height, width);
 }
 
-function labelComponents(mask: Uint8Array, height: number, width: number): Components {
+/** connectedComponents without the mask check, for callers that checked it. */
+export function labelComponents(mask: Uint8Array, height: number, width: number): Components {
   const labels = new Int32Array(height * width);
   const stack = new Int32Array(height * width); // each pixel is pushed at most once
   const sizes: number[] = [];
@@ -78,29 +79,38 @@ export function aupro(
   if (maps.length !== masks.length) {
     throw new Error(`aupro: ${maps.length} score maps but ${masks.length} masks`);
   }
-  if (maps.length === 0) throw new Error('aupro: no images (maps is empty)');
+  return auproOfImages(maps.map((map, i) => ({ map, mask: masks[i], height, width })), maxFpr);
+}
+
+/** AUPRO over images that may each have their own size: the exact computation, every pixel sorted. */
+export function auproOfImages(
+  images: readonly { map: Float32Array; mask: Uint8Array; height: number; width: number }[],
+  maxFpr = 0.3,
+): number {
+  if (images.length === 0) throw new Error('aupro: no images (maps is empty)');
   if (!(maxFpr > 0 && maxFpr <= 1)) throw new Error(`aupro: maxFpr must be in (0, 1], got ${maxFpr}`);
-  const pixels = height * width;
-  for (let i = 0; i < maps.length; i++) {
-    if (maps[i].length !== pixels) {
-      throw new Error(`aupro: maps[${i}] has ${maps[i].length} values, expected ${height}x${width} = ${pixels}`);
+  let total = 0;
+  images.forEach(({ map, height, width }, i) => {
+    if (map.length !== height * width) {
+      throw new Error(`aupro: maps[${i}] has ${map.length} values, expected ${height}x${width} = ${height * width}`);
     }
-  }
+    total += map.length;
+  });
 
   // All images' pixels in one array; region[p] is a global region id, or -1 for a normal pixel.
-  const total = maps.length * pixels;
   const scores = new Float32Array(total);
   const region = new Int32Array(total);
   const regionSizes: number[] = [];
-  for (let i = 0; i < maps.length; i++) {
-    checkMask(masks[i], height, width, `aupro: masks[${i}]`);
-    const { labels, count, sizes } = labelComponents(masks[i], height, width);
-    const offset = i * pixels;
+  let offset = 0;
+  images.forEach(({ map, mask, height, width }, i) => {
+    checkMask(mask, height, width, `aupro: masks[${i}]`);
+    const { labels, count, sizes } = labelComponents(mask, height, width);
     const base = regionSizes.length - 1; // label k maps to global id base + k
-    scores.set(maps[i], offset);
-    for (let p = 0; p < pixels; p++) region[offset + p] = labels[p] === 0 ? -1 : base + labels[p];
+    scores.set(map, offset);
+    for (let p = 0; p < map.length; p++) region[offset + p] = labels[p] === 0 ? -1 : base + labels[p];
     for (let k = 0; k < count; k++) regionSizes.push(sizes[k]);
-  }
+    offset += map.length;
+  });
   const numRegions = regionSizes.length;
   if (numRegions === 0) throw new Error('aupro: no mask has any anomalous pixel (value 1)');
   let numNormal = 0;

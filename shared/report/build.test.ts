@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { listMvtecDataset } from '../dataset/mvtec.js';
 import { decodeMask, maskToFrame, planFrame } from '../image/index.js';
+import { PixelHistogram } from '../metrics/index.js';
+import { wholeImageFrame } from '../evaluation/whole-image.js';
 import { defaultDatasetDir } from '../paths.js';
 import { computeMetrics } from '../evaluation/metrics.js';
 import type { EvaluationMetrics, ScoredImage } from '../evaluation/types.js';
@@ -58,7 +60,7 @@ const run: RunInfo = {
  * random strength (faint defects get missed), plus a random Gaussian blob (nuisance that causes false alarms) and
  * pixel noise. A larger `blobScale` makes a worse method.
  */
-async function realImages(blobScale: number, seed: number): Promise<ReportImage[]> {
+async function realImages(blobScale: number, seed: number): Promise<{ images: ReportImage[]; pixels: PixelHistogram }> {
   const ds = listMvtecDataset(defaultDatasetDir('bottle'), { test: true });
   const perType = new Map<string, number>();
   const picked = ds.test.filter((img) => {
@@ -66,16 +68,17 @@ async function realImages(blobScale: number, seed: number): Promise<ReportImage[
     perType.set(img.defectType, n + 1);
     return n < 5;
   });
-  const frame = planFrame(900, 900);
+  const frame = wholeImageFrame(planFrame(900, 900));
   const { width: w, height: h } = frame;
   const rand = lcg(seed);
   const out: ReportImage[] = [];
+  const pixels = new PixelHistogram();
   for (const img of picked) {
     const mask = img.maskPath ? maskToFrame(await decodeMask(await readFile(join(ds.root, img.maskPath)), img.maskPath), frame) : new Uint8Array(w * h);
     const strength = img.label === 1 ? 0.15 + 0.85 * rand() : 0;
     const blob = blobScale * rand();
-    const cx = 30 + 164 * rand();
-    const cy = 30 + 164 * rand();
+    const cx = 30 + 196 * rand();
+    const cy = 30 + 196 * rand();
     const blurred = blur(Float32Array.from(mask), w, h, 6);
     const map = new Float32Array(w * h);
     let score = -Infinity;
@@ -85,20 +88,18 @@ async function realImages(blobScale: number, seed: number): Promise<ReportImage[
       if (map[i] > score) score = map[i];
     }
     const path = join(ds.root, img.path);
+    pixels.addImage(map, mask, h, w, img.path);
     out.push({
-      id: img.path, defectType: img.defectType, label: img.label, score, map, mask, height: h, width: w, frame,
-      image: () => readFile(path),
+      id: img.path, defectType: img.defectType, label: img.label, score,
+      image: () => readFile(path), heatmap: async () => ({ map, mask, height: h, width: w }),
     });
   }
-  return out;
+  return { images: out, pixels };
 }
 
-function metricsOf(images: ReportImage[]): EvaluationMetrics {
-  const scored: ScoredImage[] = images.map((im) => ({
-    id: im.id, defectType: im.defectType, label: im.label, score: im.score, map: im.map ?? null, mask: im.mask ?? null,
-    height: im.height, width: im.width,
-  }));
-  return computeMetrics(scored);
+function metricsOf(images: ReportImage[], pixels: PixelHistogram | null = null): EvaluationMetrics {
+  const scored: ScoredImage[] = images.map((im) => ({ id: im.id, defectType: im.defectType, label: im.label, score: im.score }));
+  return computeMetrics(scored, pixels);
 }
 
 let dir = '';
@@ -106,14 +107,15 @@ let realDir = '';
 let cmpDir = '';
 let events: string[] = [];
 let patchcore: ReportImage[] = [];
+let patchcorePixels: PixelHistogram;
 let patchcoreMetrics: EvaluationMetrics;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'patchcore-report-'));
   realDir = join(dir, 'single');
   cmpDir = join(dir, 'comparison');
-  patchcore = await realImages(0.4, 1);
-  patchcoreMetrics = metricsOf(patchcore);
+  ({ images: patchcore, pixels: patchcorePixels } = await realImages(0.4, 1));
+  patchcoreMetrics = metricsOf(patchcore, patchcorePixels);
   // Log image reads and thumbnail writes to check that the builder streams.
   const folder = localFolderWriter(realDir);
   const logging: ReportWriter = {
@@ -123,14 +125,14 @@ before(async () => {
     },
   };
   const lazy = patchcore.map((im) => ({ ...im, image: async () => (events.push(`load ${im.id}`), im.image!()) }));
-  await buildReport({ run, name: 'patchcore', images: lazy, metrics: patchcoreMetrics }, logging);
+  await buildReport({ run, name: 'patchcore', images: lazy, metrics: patchcoreMetrics, pixels: patchcorePixels }, logging);
   const autoencoder = await realImages(1, 2);
   await buildComparisonReport(
     {
       run: { ...run, runId: 'run-2024-test-0001-compare' },
       methods: [
-        { name: 'patchcore', images: patchcore, metrics: patchcoreMetrics },
-        { name: 'autoencoder', images: autoencoder, metrics: metricsOf(autoencoder), threshold: { threshold: 0.6, rule: 'target-fpr', targetFpr: 0.01 } },
+        { name: 'patchcore', images: patchcore, metrics: patchcoreMetrics, pixels: patchcorePixels },
+        { name: 'autoencoder', images: autoencoder.images, metrics: metricsOf(autoencoder.images, autoencoder.pixels), pixels: autoencoder.pixels, threshold: { threshold: 0.6, rule: 'target-fpr', targetFpr: 0.01 } },
       ],
     },
     localFolderWriter(cmpDir),
@@ -205,9 +207,12 @@ test('2000-image report stays small: gallery capped and paged, every type on pag
     const label = type === 'good' ? 0 : 1;
     const score = type === 'rare' ? 5 + rand() : label + 0.8 * rand();
     const map = new Float32Array(64).fill(score * 0.5); // tiny 8x8 maps keep the test fast
-    images.push({ id: `test/${type}/${String(i).padStart(4, '0')}.png`, defectType: type, label: label as 0 | 1, score, map, height: 8, width: 8 });
+    images.push({
+      id: `test/${type}/${String(i).padStart(4, '0')}.png`, defectType: type, label: label as 0 | 1, score,
+      heatmap: async () => ({ map, height: 8, width: 8 }),
+    });
   }
-  const metrics = metricsOf(images.map((im) => ({ ...im, map: null })));
+  const metrics = metricsOf(images);
   const files = new Map<string, number>();
   let index = '';
   const memory: ReportWriter = {
@@ -216,7 +221,7 @@ test('2000-image report stays small: gallery capped and paged, every type on pag
       if (relPath === 'index.html') index = String(body);
     },
   };
-  const summary = await buildReport({ run, images, metrics }, memory);
+  const summary = await buildReport({ run, images, metrics, heatmapRange: [0, 3] }, memory);
   assert.ok(summary.indexBytes < 1_000_000, `index.html is ${summary.indexBytes} bytes`);
   if (KEEP) console.log(`2000-image report: index.html ${summary.indexBytes} bytes, ${files.size} files`);
   assert.equal(summary.indexBytes, files.get('index.html'));
@@ -256,11 +261,12 @@ test('bad input is refused with the image named', async () => {
     },
   };
   const map = new Float32Array(16);
+  const heatmap = async () => ({ map, height: 4, width: 4 });
   const two: ReportImage[] = [
-    { id: 'test/good/a.png', defectType: 'good', label: 0, score: 0.1, map, height: 4, width: 4, image: async () => { throw new Error('ENOENT a.png'); } },
-    { id: 'test/crack/b.png', defectType: 'crack', label: 1, score: 0.9, map, height: 4, width: 4, image: async () => Buffer.from('garbage') },
+    { id: 'test/good/a.png', defectType: 'good', label: 0, score: 0.1, heatmap, image: async () => { throw new Error('ENOENT a.png'); } },
+    { id: 'test/crack/b.png', defectType: 'crack', label: 1, score: 0.9, heatmap, image: async () => Buffer.from('garbage') },
   ];
-  await buildReport({ run: { runId: 'r' }, images: two, metrics: metricsOf(two) }, capture);
+  await buildReport({ run: { runId: 'r' }, images: two, metrics: metricsOf(two), heatmapRange: [0, 1] }, capture);
   assert.deepEqual(pngs.sort(), ['gallery/1.png', 'gallery/2.png']);
   assert.ok(index.includes('image unavailable: ENOENT a.png'));
   assert.ok(index.includes('&quot;test/crack/b.png&quot;: cannot read the image'));

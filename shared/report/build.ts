@@ -3,9 +3,9 @@
 // Thumbnails are rendered one at a time and handed to the writer before the next image is read, so memory
 // stays flat however many images there are; index.html is written last, once everything it links exists.
 import { mkdir, writeFile } from 'node:fs/promises';
+import sharp from 'sharp';
 import { dirname, isAbsolute, join, normalize } from 'node:path';
-import type { Frame } from '../image/index.js';
-import { confusionAt, rocAuc, rocCurve, type Confusion } from '../metrics/index.js';
+import { confusionAt, rocAuc, rocCurve, type Confusion, type PixelHistogram } from '../metrics/index.js';
 import type { EvaluationMetrics } from '../evaluation/types.js';
 import { renderOverlay, DEFAULT_THUMBNAIL_SIZE } from './heatmap.js';
 import {
@@ -26,15 +26,20 @@ export interface ReportImage {
   defectType: string;
   label: 0 | 1;
   score: number;
-  /** Anomaly map in the model frame, height x width. */
-  map?: Float32Array | null;
-  /** 0/1 ground truth in the model frame. */
+  /** Reads the original image file; called only for gallery images, one at a time. */
+  image?: () => Promise<Buffer>;
+  /** Reads the image's anomaly map and ground truth; called only for gallery images, one at a time. */
+  heatmap?: () => Promise<Heatmap | null>;
+}
+
+/** An anomaly map and its ground truth over the whole image (the frame's resized resolution), height x width. */
+export interface Heatmap {
+  /** Pixels the model did not see hold -Infinity. */
+  map: Float32Array | null;
+  /** 0/1 ground truth, or null when unknown. */
   mask?: Uint8Array | null;
   height: number;
   width: number;
-  /** Reads the original image file; called only for gallery images, one at a time. */
-  image?: () => Promise<Buffer>;
-  frame?: Frame | null;
 }
 
 export interface ReportWriter {
@@ -48,9 +53,9 @@ export interface MethodResult {
   metrics: EvaluationMetrics;
   /** The decision threshold; default: metrics.threshold as F1-max. */
   threshold?: ThresholdChoice | null;
-  /** Pixel-level ROC (e.g. decimated by the pipeline); default: computed from maps and masks, subsampled. */
-  pixelRoc?: CurvePoints | null;
-  /** Shared colour range of the heatmaps; default: min and max over all maps of this method. */
+  /** The merged pixel summary: the pixel ROC and, by default, the heatmaps' colour range (its min and max). */
+  pixels?: PixelHistogram | null;
+  /** Shared colour range of the heatmaps; default: the pixel summary's value range. */
   heatmapRange?: readonly [number, number] | null;
 }
 
@@ -62,8 +67,6 @@ export interface ReportOptions {
   galleryMaxPages?: number;
   /** Longest side of a gallery thumbnail. Default 224. */
   thumbnailSize?: number;
-  /** At most this many pixels feed the computed pixel ROC (every k-th pixel). Default 2,000,000. */
-  pixelRocSamples?: number;
 }
 
 export interface ReportInput extends Omit<MethodResult, 'name'> {
@@ -127,9 +130,6 @@ function checkImages(images: readonly ReportImage[], method: string): void {
     if (typeof img.id !== 'string' || img.id === '') throw new Error(`report for "${method}": images[${i}] has no id`);
     if (!Number.isFinite(img.score)) throw new Error(`${where}: score is ${img.score}, expected a finite number`);
     if (img.label !== 0 && img.label !== 1) throw new Error(`${where}: label is ${img.label}, expected 0 or 1`);
-    const n = img.width * img.height;
-    if (img.map && img.map.length !== n) throw new Error(`${where}: map has ${img.map.length} values, expected ${img.width}x${img.height}`);
-    if (img.mask && img.mask.length !== n) throw new Error(`${where}: mask has ${img.mask.length} values, expected ${img.width}x${img.height}`);
   });
 }
 
@@ -138,7 +138,6 @@ function checkOptions(o: ReportOptions): Required<Omit<ReportOptions, 'title'>> 
     galleryPageSize: o.galleryPageSize ?? 48,
     galleryMaxPages: o.galleryMaxPages ?? 5,
     thumbnailSize: o.thumbnailSize ?? DEFAULT_THUMBNAIL_SIZE,
-    pixelRocSamples: o.pixelRocSamples ?? 2_000_000,
   };
   for (const [k, v] of Object.entries(r)) {
     if (!Number.isInteger(v) || v < 1) throw new Error(`report option ${k} must be a positive integer, got ${v}`);
@@ -221,52 +220,6 @@ export function galleryOrder(
   return order;
 }
 
-/** Min and max over every map; null when there is none. */
-export function mapRange(images: readonly ReportImage[]): [number, number] | null {
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const img of images) {
-    const m = img.map;
-    if (!m) continue;
-    for (let i = 0; i < m.length; i++) {
-      const v = m[i];
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
-    }
-  }
-  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return null;
-  return hi > lo ? [lo, hi] : [lo, lo + 1];
-}
-
-/** Pixel ROC from maps and masks, using every k-th pixel so at most maxSamples are held. */
-function sampledPixelRoc(images: readonly ReportImage[], maxSamples: number): { curve: CurvePoints; auroc: number; stride: number } | null {
-  const usable = images.filter((im) => im.map && im.mask);
-  let total = 0;
-  for (const im of usable) total += im.map!.length;
-  if (total === 0) return null;
-  const stride = Math.ceil(total / maxSamples);
-  const scores = new Float32Array(Math.ceil(total / stride));
-  const labels = new Uint8Array(scores.length);
-  let k = 0;
-  let offset = 0; // global index of the next pixel to take, relative to the current image's start
-  for (const im of usable) {
-    const m = im.map!;
-    const mask = im.mask!;
-    let i = offset;
-    for (; i < m.length; i += stride) {
-      scores[k] = m[i];
-      labels[k++] = mask[i] !== 0 ? 1 : 0;
-    }
-    offset = i - m.length;
-  }
-  const s = scores.subarray(0, k);
-  const l = labels.subarray(0, k);
-  let positives = 0;
-  for (let i = 0; i < k; i++) positives += l[i];
-  if (positives === 0 || positives === k) return null;
-  return { curve: rocCurve(s, l, ROC_POINTS), auroc: rocAuc(s, l), stride };
-}
-
 function resolveThreshold(r: MethodResult): ThresholdChoice | null {
   if (r.threshold !== undefined) return r.threshold;
   return r.metrics.threshold === null ? null : { threshold: r.metrics.threshold, rule: 'f1-max' };
@@ -320,16 +273,11 @@ async function buildMethod(
   } else {
     plotNotes.push(`No image-level ROC: the test images are all ${positives === 0 ? 'good' : 'defective'}.`);
   }
-  if (r.pixelRoc) {
-    await addPlot('pixel-roc', await pixelRocPlot(r.pixelRoc, r.metrics.pixel_auroc));
+  const pixelRoc = r.pixels?.rocCurve(ROC_POINTS) ?? null;
+  if (pixelRoc) {
+    await addPlot('pixel-roc', await pixelRocPlot(pixelRoc, r.metrics.pixel_auroc ?? r.pixels!.auroc()));
   } else {
-    const sampled = sampledPixelRoc(images, options.pixelRocSamples);
-    if (sampled) {
-      const note = sampled.stride > 1 ? `(1 in ${sampled.stride} pixels)` : '';
-      await addPlot('pixel-roc', await pixelRocPlot(sampled.curve, r.metrics.pixel_auroc ?? sampled.auroc, note));
-    } else {
-      plotNotes.push('No pixel-level ROC: no anomaly maps with ground-truth masks of both classes.');
-    }
+    plotNotes.push('No pixel-level ROC: no anomaly maps with ground-truth masks of both classes.');
   }
   const groups = groupScores(scores, images.map((im) => im.defectType));
   await addPlot('histogram', await histogramPlot(groups, t));
@@ -347,7 +295,7 @@ async function buildMethod(
   await writer.put(`${prefix}scores.csv`, scoresCsv(images, t), 'text/csv; charset=utf-8');
 
   // Gallery: one thumbnail at a time, written before the next image is read.
-  const range = r.heatmapRange ?? mapRange(images);
+  const range = r.heatmapRange ?? r.pixels?.valueRange() ?? null;
   const order = galleryOrder(images, t, options.galleryPageSize, options.galleryPageSize * options.galleryMaxPages);
   const items: GalleryItem[] = [];
   for (let n = 1; n <= order.length; n++) {
@@ -396,9 +344,13 @@ async function galleryThumbnail(
       item.note = `image unavailable: ${(err as Error).message}`;
     }
   }
-  const map = im.map && range ? im.map : null;
+  const heatmap = (await im.heatmap?.()) ?? null;
+  const map = heatmap?.map && range ? heatmap.map : null;
   if (!map && !image) return item;
-  const input = { id: im.id, map, mask: im.mask, height: im.height, width: im.width, image, frame: im.frame };
+  // Without a heatmap the thumbnail takes the image's own shape (an unreadable image fails in renderOverlay).
+  const meta = heatmap ? null : await sharp(image!).metadata().catch(() => null);
+  const [height, width] = heatmap ? [heatmap.height, heatmap.width] : [meta?.height ?? 1, meta?.width ?? 1];
+  const input = { id: im.id, map, mask: heatmap?.mask ?? null, height, width, image };
   const opts = { range: range ?? ([0, 1] as const), size };
   let overlay;
   try {

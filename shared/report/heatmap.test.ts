@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { planFrame } from '../image/index.js';
 import { defaultDatasetDir } from '../paths.js';
 import { DEFAULT_OUTLINE_COLOUR, INFERNO_LUT, maskOutline, renderOverlay, thumbnailSize } from './heatmap.js';
 
@@ -65,31 +64,34 @@ test('overlay: non-square frames keep their aspect ratio; bad input is named', a
   );
 });
 
-test('overlay: the background is the model-frame crop of the image', async () => {
-  // 100x100 image: a red 10-pixel border around a blue centre. The frame crops the centre 80x80.
+test('overlay: the map covers the whole image; pixels the model did not see are darkened, not coloured', async () => {
+  // 100x100 image: a red 10-pixel border around a blue centre. The model saw the centre 80x80 only.
   const src = Buffer.alloc(100 * 100 * 3);
   for (let y = 0; y < 100; y++) for (let x = 0; x < 100; x++) {
     const border = x < 10 || y < 10 || x >= 90 || y >= 90;
     src.set(border ? [255, 0, 0] : [0, 0, 255], (y * 100 + x) * 3);
   }
   const image = await sharp(src, { raw: { width: 100, height: 100, channels: 3 } }).png().toBuffer();
-  const frame = { sourceWidth: 100, sourceHeight: 100, resizedWidth: 100, resizedHeight: 100, cropLeft: 10, cropTop: 10, width: 80, height: 80 };
-  const cropped = await pixels((await renderOverlay({ id: 'crop', map: null, height: 80, width: 80, image, frame }, { range: [0, 1], size: 40 })).png);
-  for (const [x, y] of [[0, 0], [39, 0], [0, 39], [39, 39], [20, 20]]) assert.deepEqual(pixel(cropped, x, y), [0, 0, 255]);
-  const whole = await pixels((await renderOverlay({ id: 'whole', map: null, height: 80, width: 80, image }, { range: [0, 1], size: 40 })).png);
+  const whole = await pixels((await renderOverlay({ id: 'whole', map: null, height: 100, width: 100, image }, { range: [0, 1], size: 40 })).png);
   assert.deepEqual(pixel(whole, 0, 0), [255, 0, 0]);
+  assert.deepEqual(pixel(whole, 20, 20), [0, 0, 255]);
+  const map = new Float32Array(100 * 100).fill(-Infinity);
+  for (let y = 10; y < 90; y++) map.fill(0, y * 100 + 10, y * 100 + 90);
+  const seen = await pixels((await renderOverlay({ id: 'seen', map, height: 100, width: 100, image }, { range: [0, 1], size: 40, alpha: 0.5 })).png);
+  assert.deepEqual(pixel(seen, 0, 0), [89, 0, 0], 'outside the view: the image at 35%');
+  // Inside: half the image's blue, half inferno's darkest colour (0, 0, 4).
+  assert.deepEqual(pixel(seen, 20, 20), [0, 0, 130]);
 });
 
 test('overlay on a real MVTec bottle image with its ground-truth mask', async () => {
   const root = defaultDatasetDir('bottle');
   const image = await readFile(join(root, 'test/broken_large/000.png'));
   const maskMeta = await sharp(join(root, 'ground_truth/broken_large/000_mask.png')).greyscale().resize(224, 224, { fit: 'fill' }).raw().toBuffer();
-  const frame = planFrame(900, 900);
   const mask = new Uint8Array(224 * 224);
   for (let i = 0; i < mask.length; i++) mask[i] = maskMeta[i] >= 128 ? 1 : 0;
   const map = new Float32Array(224 * 224);
   for (let i = 0; i < map.length; i++) map[i] = mask[i] ? 1 : 0.1;
-  const { png, width, height } = await renderOverlay({ id: 'bottle', map, mask, height: 224, width: 224, image, frame }, { range: [0, 1] });
+  const { png, width, height } = await renderOverlay({ id: 'bottle', map, mask, height: 224, width: 224, image }, { range: [0, 1] });
   assert.deepEqual([width, height], [224, 224]);
   assert.ok(png.length < 200_000, `thumbnail ${png.length} bytes`);
   const p = await pixels(png);

@@ -1,9 +1,9 @@
-// Anomaly heatmap overlay thumbnails for the report gallery: the model-frame anomaly map coloured with
+// Anomaly heatmap overlay thumbnails for the report gallery: the anomaly map over the whole image coloured with
 // an inferno colormap over a shared [min, max] range (so colours compare across images), alpha-blended
-// over the image's model-frame crop, with the ground-truth outline drawn in cyan. Everything is done at
-// thumbnail resolution so the outline stays one crisp pixel wide.
+// over the image, with the ground-truth outline drawn in cyan; the parts the model did not see (map value
+// -Infinity) are shown darkened, without colour. Everything is done at thumbnail resolution so the outline
+// stays one crisp pixel wide.
 import sharp from 'sharp';
-import type { Frame } from '../image/index.js';
 
 /** Inferno at 9 evenly spaced positions (0, 1/8, ..., 1); the LUT interpolates linearly between them. */
 const INFERNO_STOPS: readonly (readonly [number, number, number])[] = [
@@ -43,16 +43,14 @@ export const DEFAULT_THUMBNAIL_SIZE = 224;
 export interface OverlayInput {
   /** Names the image in error messages. */
   id: string;
-  /** Anomaly map in the model frame (height x width), or null to show the image alone. */
+  /** Anomaly map over the whole image (height x width; -Infinity where the model did not look), or null to show the image alone. */
   map: Float32Array | null;
-  /** 0/1 ground truth in the model frame, or null/absent when unknown. */
+  /** 0/1 ground truth over the whole image, or null/absent when unknown. */
   mask?: Uint8Array | null;
   height: number;
   width: number;
   /** The original image file; without it the map is blended over mid grey. */
   image?: Buffer | null;
-  /** Where the model frame sits in the original image; without it the whole image is the model frame. */
-  frame?: Frame | null;
 }
 
 export interface OverlayOptions {
@@ -120,24 +118,12 @@ function checkOverlayInput(input: OverlayInput, opts: OverlayOptions): void {
   if (!(alpha >= 0 && alpha <= 1)) throw new Error(`heatmap for "${id}": alpha must be in [0, 1], got ${alpha}`);
 }
 
-/** The model-frame part of the image, resized to the thumbnail, as 8-bit RGB. */
+/** The image resized to the thumbnail, as 8-bit RGB. */
 async function backgroundRgb(input: OverlayInput, tw: number, th: number): Promise<Uint8Array> {
-  const { image, frame, id } = input;
+  const { image, id } = input;
   if (!image) return new Uint8Array(tw * th * 3).fill(128);
   try {
-    let pipeline = sharp(image);
-    if (frame) {
-      const meta = await sharp(image).metadata();
-      if (!meta.width || !meta.height) throw new Error('image has no size');
-      // The crop window lives in the resized image; scale it back to the file's own pixels.
-      const sx = meta.width / frame.resizedWidth;
-      const sy = meta.height / frame.resizedHeight;
-      const left = Math.min(meta.width - 1, Math.max(0, Math.round(frame.cropLeft * sx)));
-      const top = Math.min(meta.height - 1, Math.max(0, Math.round(frame.cropTop * sy)));
-      const w = Math.max(1, Math.min(meta.width - left, Math.round(frame.width * sx)));
-      const h = Math.max(1, Math.min(meta.height - top, Math.round(frame.height * sy)));
-      pipeline = pipeline.extract({ left, top, width: w, height: h });
-    }
+    const pipeline = sharp(image);
     const { data, info } = await pipeline
       .resize(tw, th, { fit: 'fill' })
       .toColourspace('srgb')
@@ -160,9 +146,15 @@ async function backgroundRgb(input: OverlayInput, tw: number, th: number): Promi
   }
 }
 
-/** Map bilinearly resampled to tw x th (pixel centres aligned), normalised to 0..255 LUT indices. */
-function mapToLutIndices(map: Float32Array, w: number, h: number, tw: number, th: number, lo: number, hi: number): Uint8Array {
-  const out = new Uint8Array(tw * th);
+/** Thumbnail pixels whose nearest map pixel the model did not see (-Infinity). */
+const OUT_OF_VIEW = -1;
+
+/**
+ * Map bilinearly resampled to tw x th (pixel centres aligned), normalised to 0..255 LUT indices; OUT_OF_VIEW where
+ * the nearest map pixel is not finite.
+ */
+function mapToLutIndices(map: Float32Array, w: number, h: number, tw: number, th: number, lo: number, hi: number): Int16Array {
+  const out = new Int16Array(tw * th);
   const scale = 255 / (hi - lo);
   for (let y = 0; y < th; y++) {
     const fy = Math.min(h - 1, Math.max(0, ((y + 0.5) * h) / th - 0.5));
@@ -174,10 +166,15 @@ function mapToLutIndices(map: Float32Array, w: number, h: number, tw: number, th
       const x0 = Math.floor(fx);
       const x1 = Math.min(x0 + 1, w - 1);
       const dx = fx - x0;
+      if (!Number.isFinite(map[Math.round(fy) * w + Math.round(fx)])) {
+        out[y * tw + x] = OUT_OF_VIEW;
+        continue;
+      }
       const top = map[y0 * w + x0] * (1 - dx) + map[y0 * w + x1] * dx;
       const bottom = map[y1 * w + x0] * (1 - dx) + map[y1 * w + x1] * dx;
       const v = (top * (1 - dy) + bottom * dy - lo) * scale;
-      out[y * tw + x] = v <= 0 ? 0 : v >= 255 ? 255 : Math.round(v);
+      // A neighbour out of view makes the blend -Infinity (or NaN): the lowest colour.
+      out[y * tw + x] = v >= 255 ? 255 : v > 0 ? Math.round(v) : 0;
     }
   }
   return out;
@@ -206,6 +203,12 @@ export async function renderOverlay(input: OverlayInput, opts: OverlayOptions): 
     const alpha = opts.alpha ?? 0.5;
     const idx = mapToLutIndices(input.map, w, h, tw, th, opts.range[0], opts.range[1]);
     for (let i = 0, o = 0; i < idx.length; i++, o += 3) {
+      if (idx[i] === OUT_OF_VIEW) {
+        rgb[o] = Math.round(rgb[o] * 0.35);
+        rgb[o + 1] = Math.round(rgb[o + 1] * 0.35);
+        rgb[o + 2] = Math.round(rgb[o + 2] * 0.35);
+        continue;
+      }
       const l = idx[i] * 3;
       rgb[o] = Math.round(rgb[o] * (1 - alpha) + INFERNO_LUT[l] * alpha);
       rgb[o + 1] = Math.round(rgb[o + 1] * (1 - alpha) + INFERNO_LUT[l + 1] * alpha);

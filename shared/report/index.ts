@@ -1,8 +1,8 @@
 // Evaluation report: plots, heatmap thumbnails and the HTML/CSV/JSON report builder (the threshold is chosen in
 // shared/metrics/threshold.ts).
 export {
-  buildReport, buildComparisonReport, localFolderWriter, galleryOrder, mapRange, scoresCsv,
-  type ReportImage, type ReportWriter, type MethodResult, type ReportInput, type ComparisonInput,
+  buildReport, buildComparisonReport, localFolderWriter, galleryOrder, scoresCsv,
+  type ReportImage, type Heatmap, type ReportWriter, type MethodResult, type ReportInput, type ComparisonInput,
   type ReportOptions, type ReportSummary, type RunInfo,
 } from './build.js';
 export {

@@ -7,8 +7,8 @@
  * runs/<run>/run.json                          run manifest: written LAST, lists the shards that are complete
  * runs/<run>/embeddings/<shard>.bin            patch embeddings of one shard (tensor file, see tensor-file.ts)
  * runs/<run>/reduce/<node>.bin                 output of one reduce-tree node: a coreset of its inputs (tensor file)
- * runs/<run>/scores/<shard>.json               image-level anomaly scores of one shard
- * runs/<run>/maps/<shard>.bin                  pixel anomaly maps of one shard (tensor file)
+ * runs/<run>/scores/<shard>.json               image-level anomaly scores and the pixel summary of one shard
+ * runs/<run>/maps/<shard>.bin                  pixel anomaly maps of one shard over the whole images (tensor file)
  * models/<category>/<version>/bank.f32         coreset memory bank, raw little-endian float32
  * models/<category>/<version>/bank.usearch     approximate nearest-neighbour index over the bank (large banks;
  *                                              bank.hnsw in versions written before it)

@@ -412,16 +412,22 @@ export class ObjectStore {
 
   /**
    * The whole object in memory. Throws NotFoundError when the key does not exist; with maxBytes, an object larger
-   * than that is refused (ObjectTooLargeError) from the response's Content-Length before its body is read.
+   * than that is refused (ObjectTooLargeError) from the response's Content-Length before its body is read. With
+   * range, only bytes [start, end) (an HTTP Range request).
    */
-  async getObject(key: string, opts: { maxBytes?: number } = {}): Promise<Buffer> {
+  async getObject(key: string, opts: { maxBytes?: number; range?: { start: number; end: number } } = {}): Promise<Buffer> {
+    const { range } = opts;
+    if (range && !(Number.isInteger(range.start) && Number.isInteger(range.end) && range.start >= 0 && range.end > range.start)) {
+      throw new Error(`getObject ${key}: byte range [${range.start}, ${range.end}) must be non-empty integers from 0`);
+    }
+    const rangeHeader = range ? `bytes=${range.start}-${range.end - 1}` : undefined;
     return this.#download('getObject', key, (res) => {
       if (opts.maxBytes !== undefined && (res.ContentLength === undefined || res.ContentLength > opts.maxBytes)) {
         (res.Body as Readable | undefined)?.destroy?.();
         throw new ObjectTooLargeError(this.bucket, key, res.ContentLength ?? -1, opts.maxBytes);
       }
       return readBody(res.Body as Readable, res.ContentLength);
-    });
+    }, rangeHeader);
   }
 
   /** The whole object and its ETag (for a later If-Match write), or null when the key does not exist. */
@@ -636,12 +642,12 @@ export class ObjectStore {
   }
 
   /** GetObject + consume, retrying (with backoff) when the body breaks off after the response began. */
-  async #download<T>(op: string, key: string, consume: (res: GetObjectCommandOutput) => Promise<T>): Promise<T> {
+  async #download<T>(op: string, key: string, consume: (res: GetObjectCommandOutput) => Promise<T>, range?: string): Promise<T> {
     checkObjectKey(key);
     for (let attempt = 1; ; attempt++) {
       let res: GetObjectCommandOutput;
       try {
-        res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+        res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range ? { Range: range } : {}) }));
       } catch (e) {
         throw this.#wrap(op, key, e);
       }
