@@ -61,7 +61,8 @@ async function loadFeatures(dataDir: string, limit: number, cacheDir: string): P
 }
 
 const VARIANTS: Record<string, Partial<GreedyCoresetOptions>> = {
-  exact: {},
+  'one-thread': { threads: 1 },
+  threads: {},
 };
 
 async function main(): Promise<void> {

@@ -12,6 +12,7 @@
 import { sketchBasis, sketchErrorNorm } from './sketch.js';
 import { kernelModule, ROW_FLOOR, ROW_MARGIN, SCAN_QUARTER, SKETCH_SLACK, SKETCH_SUM_FACTOR, type Kernels } from '../wasm/kernels.js';
 import { createMemory, instantiate } from '../wasm/runtime.js';
+import { startKernelThreads, type KernelThreads } from '../wasm/threads.js';
 
 /** Relative margin covering float32 rounding in the centre filter (its error is below 3e-6). */
 export const FILTER_MARGIN = 1e-4;
@@ -63,6 +64,10 @@ export interface GreedyKernels {
   scanAll(count: number, p: number, centre: number): number;
   /** Candidates the last scanAll tested, and of those the ones given an exact distance. */
   readonly scanCounters: Int32Array;
+  /** Threads the kernels run on (the caller included). */
+  readonly threads: number;
+  /** Releases the kernel threads, if any; the kernels are not used afterwards. */
+  close(): void;
 }
 
 /** Per-point and per-list greedy state (see GreedyKernels.val). */
@@ -141,6 +146,8 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
   const { val, owner, skipBelow, movedIdx, movedFrom, scanCounters } = state;
   return {
     kind: 'js', points, candidates, candidateD2, near, nearD2, ...state,
+    threads: 1,
+    close(): void {},
     exactDistances,
     scanAll(n: number, p: number, centre: number): number {
       const pOff = p * dim;
@@ -197,8 +204,10 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
 }
 
 
-/** Rows of features copied into kernel memory per projection call. */
-const PROJECT_CHUNK_ROWS = 64;
+/** Rows of features copied into kernel memory per projection round (split among the threads). */
+const PROJECT_CHUNK_ROWS = 512;
+/** Chunks per thread of a whole-point step or a projection round: a thread that falls behind costs a small share. */
+const CHUNKS_PER_THREAD = 4;
 /** Linear memory above this is not attempted (the JS kernels take over). */
 const MAX_KERNEL_BYTES = 2 ** 31;
 
@@ -226,12 +235,15 @@ export interface SimdGreedyKernels extends GreedyKernels {
 /**
  * SIMD kernels over a fresh linear memory sized for `count` points of `dim` floats (and, for
  * projectInto, inputs of `projectFromDim` floats), or null when SIMD is unavailable, dim is not a
- * multiple of 8, or the memory would be too large.
+ * multiple of 8, or the memory would be too large. With threads > 1 the memory is shared and
+ * whole-point steps and projections are split among that many threads; results are the same.
  */
-export function createSimdKernels(count: number, dim: number, target: number, projectFromDim = 0): SimdGreedyKernels | null {
+export function createSimdKernels(count: number, dim: number, target: number, projectFromDim = 0, threads = 1): SimdGreedyKernels | null {
   if (dim % 8 !== 0 || dim < 8) return null;
-  const module = kernelModule();
+  const shared = threads > 1;
+  const module = kernelModule(shared);
   if (!module) return null;
+  const chunks = shared ? threads * CHUNKS_PER_THREAD : 1;
   const stages = dim >= 64 ? 2 : dim >= 32 ? 1 : 0;
   const width = 16 * stages;
   const { offsets, total } = layout({
@@ -247,7 +259,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     skipBelow: (target + 1) * 8,
     movedIdx: count * 4,
     movedFrom: count * 4,
-    scanCounters: 8,
+    scanCounters: 8 * chunks,
     centreSketches: target * width * 4,
     centreSketchThr: target * 4,
     candidates: count * 4,
@@ -259,9 +271,10 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   });
   if (total > MAX_KERNEL_BYTES) return null;
   // Without the address space the JS kernels take over: they need no extra memory.
-  const memory = createMemory(total);
+  const memory = createMemory(total, shared);
   if (!memory) return null;
   const k = instantiate<Kernels>(module, memory);
+  const pool: KernelThreads | null = shared ? startKernelThreads(module, memory, ['scanAll', 'project'], threads, k as unknown as Record<string, unknown>) : null;
   const buf = memory.buffer;
   const f32 = (at: number, n: number) => new Float32Array(buf, at, n);
   const points = f32(offsets.points, count * dim);
@@ -278,6 +291,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     movedFrom: new Int32Array(buf, offsets.movedFrom, count),
     scanCounters: new Int32Array(buf, offsets.scanCounters, 2),
   };
+  const chunkCounters = new Int32Array(buf, offsets.scanCounters, 2 * chunks);
   const centreSketches = f32(offsets.centreSketches, target * width);
   const centreSketchThr = f32(offsets.centreSketchThr, target);
   const candidates = new Int32Array(buf, offsets.candidates, count);
@@ -304,14 +318,30 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     }
     const outRowBytes = outDim * 4;
     const pairs = rows >> 1;
+    // `n` pairs of rows at byte `at` into `to`: split into row pairs per chunk across the threads.
+    const projectPairs = (at: number, n: number, to: number): void => {
+      if (!pool) {
+        k.project(at, n, inDim, offsets.weights, blocks, outRowBytes, to);
+        return;
+      }
+      const per = Math.ceil(n / chunks);
+      const args: number[][] = [];
+      for (let q = 0; q < n; q += per) {
+        args.push([at + 2 * q * inDim * 4, Math.min(per, n - q), inDim, offsets.weights, blocks, outRowBytes, to + 2 * q * outRowBytes]);
+      }
+      pool.run('project', args);
+    };
     if (typeof src === 'number') {
-      k.project(src, pairs, inDim, offsets.weights, blocks, outRowBytes, dst);
+      for (let r = 0; r < 2 * pairs; r += PROJECT_CHUNK_ROWS) {
+        const n = Math.min(PROJECT_CHUNK_ROWS, 2 * pairs - r);
+        projectPairs(src + r * inDim * 4, n >> 1, dst + r * outRowBytes);
+      }
     } else {
       const chunk = f32(offsets.chunk, PROJECT_CHUNK_ROWS * inDim);
       for (let r = 0; r < 2 * pairs; r += PROJECT_CHUNK_ROWS) {
         const n = Math.min(PROJECT_CHUNK_ROWS, 2 * pairs - r);
         chunk.set(src.subarray(r * inDim, (r + n) * inDim));
-        k.project(offsets.chunk, n >> 1, inDim, offsets.weights, blocks, outRowBytes, dst + r * outRowBytes);
+        projectPairs(offsets.chunk, n >> 1, dst + r * outRowBytes);
       }
     }
     if (rows % 2 === 1) {
@@ -329,13 +359,40 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
 
   return {
     kind: 'simd', points, candidates, candidateD2, near: nearIdx, nearD2, ...state,
+    threads,
+    close(): void {
+      pool?.close();
+    },
     scanAll(n: number, p: number, centre: number): number {
-      return k.scanAll(
+      // Points from..to - 1 of one chunk; their moves are written from movedIdx[from] on.
+      const scanArgs = (from: number, to: number, c: number): number[] => [
         offsets.points, offsets.heads, quarterBytes, offsets.pointSketchThr, offsets.pointRowThr,
         offsets.val, offsets.owner, offsets.skipBelow,
-        n, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 4, rowBytes, stages,
-        centre, sigma, errorNorm, offsets.movedIdx, offsets.movedFrom, offsets.scanCounters,
-      );
+        from, to, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 4, rowBytes, stages,
+        centre, sigma, errorNorm, offsets.movedIdx + 4 * from, offsets.movedFrom + 4 * from, offsets.scanCounters + 8 * c,
+      ];
+      if (!pool) return k.scanAll(...scanArgs(0, n, 0));
+      // Chunk bounds are multiples of four (the kernel's groups); the moves are compacted in chunk order.
+      const per = Math.ceil(n / chunks / 4) * 4;
+      const args: number[][] = [];
+      for (let from = 0; from < n; from += per) args.push(scanArgs(from, Math.min(n, from + per), args.length));
+      const moved = pool.run('scanAll', args);
+      let total = 0;
+      let tested = 0;
+      let exact = 0;
+      for (let c = 0; c < args.length; c++) {
+        const from = c * per;
+        if (from !== total) {
+          state.movedIdx.copyWithin(total, from, from + moved[c]);
+          state.movedFrom.copyWithin(total, from, from + moved[c]);
+        }
+        total += moved[c];
+        tested += chunkCounters[2 * c];
+        exact += chunkCounters[2 * c + 1];
+      }
+      chunkCounters[0] = tested;
+      chunkCounters[1] = exact;
+      return total;
     },
     exactDistances(n: number, p: number): void {
       k.dist2Many(offsets.points, offsets.candidates, n, offsets.points + p * rowBytes, dim / 4, rowBytes, offsets.candidateD2);

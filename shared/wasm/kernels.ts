@@ -180,13 +180,14 @@ export const SCAN_QUARTER = 8;
 const MAX_QUARTERS = 4;
 
 /**
- * scanAll(points, heads, quarterBytes, sketchThr, rowThr, val, owner, skipBelow, count, p,
+ * scanAll(points, heads, quarterBytes, sketchThr, rowThr, val, owner, skipBelow, from, count, p,
  * pSketch, groups, rowBytes, stages, centre, sigma, errorNorm, movedIdx, movedFrom, counters) -> moved:
- * one greedy step over every point. Point x (val[x] its squared distance to the chosen set, -1
+ * one greedy step over the points from..count - 1 (from a multiple of 4; chunks of one step may run
+ * on several threads at once: each writes only its points and its own outputs). Point x (val[x] its squared distance to the chosen set, -1
  * once chosen; owner[x] its list) is a candidate unless val[x] < skipBelow[owner[x]]; a candidate
  * the new centre (row p) brings closer gets val[x] = that exact distance, owner[x] = centre and new
  * thresholds (sketchThr from sigma and errorNorm; rowThr), and is listed in movedIdx with its old
- * list in movedFrom. With sketches (stages > 0), the candidates of four points at a time are first
+ * list in movedFrom (from their start, in increasing order). With sketches (stages > 0), the candidates of four points at a time are first
  * tested on their sketch against sketchThr, SCAN_QUARTER coordinates at a time (2 * stages
  * quarters, each only while some lane is still in), from grouped copies: quarter q, group g,
  * coordinate i holds points 4g..4g+3 at heads + q * quarterBytes + 128g + 16i. Sequential reads,
@@ -214,7 +215,7 @@ function scanAll(): string {
   (func $scanAll (export "scanAll")
     (param $points i32) (param $heads i32) (param $quarterBytes i32) (param $sketchThr i32) (param $rowThr i32)
     (param $val i32) (param $owner i32) (param $skipBelow i32)
-    (param $count i32) (param $p i32) (param $pSketch i32) (param $groups i32) (param $rowBytes i32) (param $stages i32)
+    (param $from i32) (param $count i32) (param $p i32) (param $pSketch i32) (param $groups i32) (param $rowBytes i32) (param $stages i32)
     (param $centre i32) (param $sigma f64) (param $errorNorm f64) (param $movedIdx i32) (param $movedFrom i32) (param $counters i32)
     (result i32)
     (local $v f64) (local $candidates i32) (local $exact i32) (local $moved i32) (local $r f64)
@@ -223,7 +224,8 @@ function scanAll(): string {
     ${CANDIDATE_LOCALS}
     (if ${get('$stages')}
       (then ${lines(SCAN_QUARTER * MAX_QUARTERS, (i) => `(local.set $p${i} (f32x4.splat (f32.load offset=${4 * i} ${get('$pSketch')})))`)}))
-    (local.set $ha ${get('$heads')})
+    (local.set $x0 ${get('$from')})
+    (local.set $ha (i32.add ${get('$heads')} (i32.mul (i32.shr_u ${get('$from')} (i32.const 2)) (i32.const ${16 * SCAN_QUARTER}))))
     (block $done
       (loop $quad
         (br_if $done (i32.ge_s ${get('$x0')} ${get('$count')}))
@@ -540,11 +542,13 @@ function refine(): string {
     ${get('$found')})`;
 }
 
-/** The whole module's text: one memory imported as env.memory, every kernel exported by name. */
-export const KERNELS_WAT = `(module
-  (import "env" "memory" (memory 1))
+/** The whole module's text: one memory imported as env.memory (shared: a shared memory of at most 4 GiB), every kernel exported by name. */
+export function kernelsWat(shared = false): string {
+  return `(module
+  (import "env" "memory" (memory 1${shared ? ' 65536 shared' : ''}))
 ${[dist2Many(), screened(), scanAll(), near(), project(), scanHead(), findFirst(), exact(), sketch32(), refine()].join('\n')}
 )`;
+}
 
 type Fn = (...args: number[]) => number;
 
@@ -562,10 +566,13 @@ export interface Kernels {
   refine: Fn;
 }
 
-let compiled: WasmModule | null | undefined;
+const compiled = new Map<boolean, WasmModule | null>();
 
-/** The compiled kernel module, or null where WebAssembly SIMD is unavailable. */
-export function kernelModule(): WasmModule | null {
-  if (compiled === undefined) compiled = compileModule(assembleWat('kernels.wat', KERNELS_WAT));
-  return compiled;
+/**
+ * The compiled kernel module, or null where WebAssembly SIMD is unavailable. `shared`: the variant
+ * over a shared memory (createMemory(bytes, true)), which kernel threads (threads.ts) run at once.
+ */
+export function kernelModule(shared = false): WasmModule | null {
+  if (!compiled.has(shared)) compiled.set(shared, compileModule(assembleWat(shared ? 'kernels-shared.wat' : 'kernels.wat', kernelsWat(shared))));
+  return compiled.get(shared)!;
 }
