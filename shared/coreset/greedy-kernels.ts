@@ -10,7 +10,7 @@
 // distances bound the true ones from below; it settles most questions from cache.
 
 import { sketchBasis, sketchErrorNorm } from './sketch.js';
-import { kernelModule, ROW_FLOOR, ROW_MARGIN, SCAN_QUARTER, SKETCH_SLACK, SKETCH_SUM_FACTOR, type Kernels } from '../wasm/kernels.js';
+import { HEAD_LEVELS, HEAD_SUM_FACTOR, kernelModule, ROW_FLOOR, ROW_MARGIN, SCAN_QUARTER, SKETCH_SLACK, SKETCH_SUM_FACTOR, type Kernels } from '../wasm/kernels.js';
 import { createMemory, instantiate } from '../wasm/runtime.js';
 import { startKernelThreads, type KernelThreads } from '../wasm/threads.js';
 
@@ -251,7 +251,9 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     centres: target * dim * 4,
     thresholds: target * 4,
     sketches: count * width * 4,
-    heads: Math.ceil(count / 4) * 4 * width * 4,
+    heads: Math.ceil(count / 4) * 4 * width * 2,
+    headThr: (count + 4) * 4,
+    pHead: width * 2,
     pointSketchThr: (count + 4) * 4,
     pointRowThr: count * 4,
     val: (count + 4) * 8, // scanAll reads whole groups of four: padded
@@ -282,6 +284,8 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   const thresholds = f32(offsets.thresholds, target);
   const sketches = f32(offsets.sketches, count * width);
   const pointSketchThr = f32(offsets.pointSketchThr, count);
+  const headThr = new Int32Array(buf, offsets.headThr, count);
+  const pHead = new Int16Array(buf, offsets.pHead, width);
   const pointRowThr = f32(offsets.pointRowThr, count);
   const state: GreedyState = {
     val: new Float64Array(buf, offsets.val, count),
@@ -299,13 +303,24 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   const nearIdx = new Int32Array(buf, offsets.near, target);
   const nearD2 = f32(offsets.nearD2, target);
   const rowBytes = dim * 4;
-  const quarterBytes = Math.ceil(count / 4) * 4 * SCAN_QUARTER * 4;
+  const quarterBytes = Math.ceil(count / 4) * 4 * SCAN_QUARTER * 2;
   const sketchBytes = width * 4;
   // Set by buildSketches: sketch thresholds are (S sqrt(bound) + E)^2 / K, see sketch.ts.
   let sigma = 1;
   let errorNorm = 0;
   const sketchThreshold = (boundD2: number): number =>
     boundD2 < 0 ? -1 : Math.fround(((sigma * Math.sqrt(boundD2) + errorNorm) ** 2 / SKETCH_SUM_FACTOR) * SKETCH_SLACK);
+  // Set by buildSketches: heads are the sketches in steps of 1 / headScale, rounded (see scanAll in kernels.ts).
+  let headScale = 1;
+  let headSlack = 0;
+  const quantise = (v: number): number => Math.round(v * headScale);
+  /** The integer bound of the head test, as the scan kernel computes it (sums are at most 2^31 - 1: no pruning). */
+  const headThreshold = (boundD2: number): number => {
+    if (boundD2 < 0) return -1;
+    const h = (sigma * Math.sqrt(boundD2) + errorNorm) * headScale + headSlack;
+    const t = Math.floor(h * h * HEAD_SUM_FACTOR + 1);
+    return Number.isFinite(t) ? Math.min(t, 2 ** 31 - 1) : 2 ** 31 - 1;
+  };
 
   /** rows x outDim at byte dst = rows x inDim (JS array `src`, or rows already at byte srcAt) times wT. */
   const projectRows = (rows: number, inDim: number, outDim: number, wT: Float32Array, dst: number, src: Float32Array | number): void => {
@@ -365,11 +380,13 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     },
     scanAll(n: number, p: number, centre: number): number {
       // Points from..to - 1 of one chunk; their moves are written from movedIdx[from] on.
+      for (let i = 0; i < width; i++) pHead[i] = quantise(sketches[p * width + i]);
       const scanArgs = (from: number, to: number, c: number): number[] => [
-        offsets.points, offsets.heads, quarterBytes, offsets.pointSketchThr, offsets.pointRowThr,
+        offsets.points, offsets.heads, quarterBytes, offsets.pointSketchThr, offsets.headThr, offsets.pointRowThr,
         offsets.val, offsets.owner, offsets.skipBelow,
-        from, to, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 4, rowBytes, stages,
-        centre, sigma, errorNorm, offsets.movedIdx + 4 * from, offsets.movedFrom + 4 * from, offsets.scanCounters + 8 * c,
+        from, to, offsets.points + p * rowBytes, offsets.pHead, dim / 4, rowBytes, stages,
+        centre, sigma, errorNorm, headScale, headSlack,
+        offsets.movedIdx + 4 * from, offsets.movedFrom + 4 * from, offsets.scanCounters + 8 * c,
       ];
       if (!pool) return k.scanAll(...scanArgs(0, n, 0));
       // Chunk bounds are multiples of four (the kernel's groups); the moves are compacted in chunk order.
@@ -404,7 +421,10 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
       );
     },
     setPointBound(x: number, d2: number): void {
-      if (stages > 0) pointSketchThr[x] = sketchThreshold(d2);
+      if (stages > 0) {
+        pointSketchThr[x] = sketchThreshold(d2);
+        headThr[x] = headThreshold(d2);
+      }
       pointRowThr[x] = rowThreshold(d2);
     },
     addCentre(c: number, p: number): void {
@@ -435,16 +455,25 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
       const b = sketchBasis(points, count, dim, width);
       projectRows(count, dim, width, b.basis, offsets.sketches, offsets.points);
       sigma = b.sigmaMax * SKETCH_SLACK;
-      // The sketches again, four points per vector, SCAN_QUARTER coordinates per copy (see scanAll).
-      const heads = f32(offsets.heads, Math.ceil(count / 4) * 4 * width);
-      const perQuarter = quarterBytes / 4;
+      errorNorm = sketchErrorNorm(points, count, dim, b.sigmaMax);
+      // The sketches again, quantised to int16 steps (at most HEAD_LEVELS of them, so the scan's
+      // integer sums cannot overflow), four points per copy, SCAN_QUARTER coordinates per copy (see scanAll).
+      let maxAbs = 0;
+      for (let i = 0; i < count * width; i++) maxAbs = Math.max(maxAbs, Math.abs(sketches[i]));
+      headScale = maxAbs > 0 ? HEAD_LEVELS / maxAbs / (1 + 1e-9) : 1;
+      // Rounding moves each coordinate by at most half a step (plus float64 rounding of v * headScale).
+      headSlack = Math.sqrt(width) * (1 + 1e-6);
+      const heads = new Int16Array(buf, offsets.heads, Math.ceil(count / 4) * 4 * width);
+      const perQuarter = quarterBytes / 2;
       for (let q = 0; q < width / SCAN_QUARTER; q++) {
         for (let x = 0; x < count; x++) {
-          const at = q * perQuarter + (x >> 2) * 4 * SCAN_QUARTER + (x & 3);
-          for (let i = 0; i < SCAN_QUARTER; i++) heads[at + 4 * i] = sketches[x * width + q * SCAN_QUARTER + i];
+          const at = q * perQuarter + (x >> 2) * 4 * SCAN_QUARTER + 2 * (x & 3);
+          for (let i = 0; i < SCAN_QUARTER; i += 2) {
+            heads[at + 4 * i] = quantise(sketches[x * width + q * SCAN_QUARTER + i]);
+            heads[at + 4 * i + 1] = quantise(sketches[x * width + q * SCAN_QUARTER + i + 1]);
+          }
         }
       }
-      errorNorm = sketchErrorNorm(points, count, dim, b.sigmaMax);
     },
   };
 }

@@ -227,3 +227,20 @@ test('two and three threads select exactly what one thread selects, with the sam
   }
   assert.throws(() => greedyCoreset(f, n, dim, { target, threads: 0 }), /threads must be a positive integer, got 0/);
 });
+
+test('int16 sketch heads keep the selection exact when a few far outliers stretch the quantisation step', () => {
+  // The head step is the largest sketch coordinate / 2047: outliers 10^4 away make it coarse, so
+  // the head test prunes little but must never drop a point the exact loop would move.
+  const n = 3001;
+  const dim = 64;
+  const f = blobs(n, dim, 6, 31, 1);
+  for (let i = 0; i < n; i += 1000) for (let j = 0; j < dim; j++) f[i * dim + j] += j % 2 === 0 ? 1e4 : -1e4;
+  const target = 300;
+  const rng = new SeededRandom(5);
+  const want = plainGreedy(f, n, dim, target, rng.sampleWithoutReplacement(n, 10));
+  for (const threads of [1, 2]) {
+    const stats = {} as GreedyCoresetStats;
+    assert.deepEqual(Array.from(greedyCoreset(f, n, dim, { target, seed: 5, threads, stats })), want, `threads ${threads}`);
+    assert.ok(stats.fullScans > 0, 'whole-point steps ran');
+  }
+});
