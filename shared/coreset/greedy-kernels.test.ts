@@ -152,3 +152,35 @@ test('whole-point scan: the int16 head test never rules out a point the new cent
     }
   }
 });
+
+test('nearCentres over many centres: two threads report exactly what one thread reports, in order', () => {
+  const n = 6000;
+  const dim = 64;
+  const centres = 5000;
+  const pts = gaussian(n * dim, 13);
+  const one = createSimdKernels(n, dim, centres, 0, 1)!;
+  const two = createSimdKernels(n, dim, centres, 0, 2)!;
+  try {
+    const p = n - 1;
+    const r = new SeededRandom(14);
+    for (const k of [one, two]) {
+      k.points.set(pts);
+      k.buildSketches();
+    }
+    for (let c = 0; c < centres; c++) {
+      const d2 = dist2(pts, c * dim, p * dim, dim);
+      const radius2 = c % 7 === 0 ? -1 : (d2 / 4) * (0.9 + 0.2 * r.float());
+      for (const k of [one, two]) {
+        k.addCentre(c, c);
+        k.setCentreRadius(c, radius2);
+      }
+    }
+    const found = one.nearCentres(centres, p, 11);
+    assert.ok(found > 500, `${found} found`);
+    assert.equal(two.nearCentres(centres, p, 11), found);
+    assert.deepEqual(two.near.subarray(0, found), one.near.subarray(0, found));
+    assert.deepEqual(two.nearD2.subarray(0, found), one.nearD2.subarray(0, found));
+  } finally {
+    two.close();
+  }
+});

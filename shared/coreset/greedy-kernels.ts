@@ -208,6 +208,8 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
 const PROJECT_CHUNK_ROWS = 512;
 /** Chunks per thread of a whole-point step or a projection round: a thread that falls behind costs a small share. */
 const CHUNKS_PER_THREAD = 4;
+/** Centres from which nearCentres is split among the threads (below, waking them costs more than it saves). */
+const THREADS_FROM_CENTRES = 4096;
 /** Linear memory above this is not attempted (the JS kernels take over). */
 const MAX_KERNEL_BYTES = 2 ** 31;
 
@@ -276,7 +278,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   const memory = createMemory(total, shared);
   if (!memory) return null;
   const k = instantiate<Kernels>(module, memory);
-  const pool: KernelThreads | null = shared ? startKernelThreads(module, memory, ['scanAll', 'project'], threads, k as unknown as Record<string, unknown>) : null;
+  const pool: KernelThreads | null = shared ? startKernelThreads(module, memory, ['scanAll', 'project', 'near'], threads, k as unknown as Record<string, unknown>) : null;
   const buf = memory.buffer;
   const f32 = (at: number, n: number) => new Float32Array(buf, at, n);
   const points = f32(offsets.points, count * dim);
@@ -439,10 +441,29 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     nearCentres(n: number, p: number, exclude: number): number {
       const saved = exclude >= 0 && exclude < n ? [thresholds[exclude], centreSketchThr[exclude]] : null;
       if (saved) thresholds[exclude] = centreSketchThr[exclude] = -1;
-      const found = k.near(
-        offsets.centres, offsets.centreSketches, offsets.centreSketchThr, offsets.thresholds, n,
-        offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 8, offsets.near, offsets.nearD2, stages,
-      );
+      // Centres from..to - 1 of one chunk; their finds are written from near[from] on, relative to from.
+      const nearArgs = (from: number, to: number): number[] => [
+        offsets.centres + from * rowBytes, offsets.centreSketches + from * sketchBytes, offsets.centreSketchThr + 4 * from,
+        offsets.thresholds + 4 * from, to - from, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 8,
+        offsets.near + 4 * from, offsets.nearD2 + 4 * from, stages,
+      ];
+      let found = 0;
+      if (!pool || n < THREADS_FROM_CENTRES) {
+        found = k.near(...nearArgs(0, n));
+      } else {
+        const per = Math.ceil(n / chunks);
+        const args: number[][] = [];
+        for (let from = 0; from < n; from += per) args.push(nearArgs(from, Math.min(n, from + per)));
+        const counts = pool.run('near', args);
+        for (let c = 0; c < args.length; c++) {
+          const from = c * per;
+          for (let i = 0; i < counts[c]; i++) {
+            nearIdx[found + i] = nearIdx[from + i] + from;
+            nearD2[found + i] = nearD2[from + i];
+          }
+          found += counts[c];
+        }
+      }
       if (saved) [thresholds[exclude], centreSketchThr[exclude]] = saved;
       return found;
     },
