@@ -225,7 +225,7 @@ test('two and three threads select exactly what one thread selects, with the sam
     if (oneStats) assert.deepEqual(stats, oneStats, `threads ${threads}: the same work`);
     else oneStats = stats;
   }
-  assert.throws(() => greedyCoreset(f, n, dim, { target, threads: 0 }), /threads must be a positive integer, got 0/);
+  assert.throws(() => greedyCoreset(f, n, dim, { target, threads: 0 }), /threads must be an integer from 1 to 64, got 0/);
 });
 
 test('int16 sketch heads keep the selection exact when a few far outliers stretch the quantisation step', () => {

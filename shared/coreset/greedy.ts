@@ -15,7 +15,7 @@
 
 import { createJsKernels, createSimdKernels, FILTER_MARGIN, type GreedyKernels } from './greedy-kernels.js';
 import { SeededRandom } from './random.js';
-import { defaultThreads } from '../wasm/threads.js';
+import { defaultThreads, MAX_THREADS } from '../wasm/threads.js';
 
 export interface GreedyCoresetOptions {
   /** Fraction of points to keep, in (0, 1]; ignored when `target` is given. */
@@ -33,8 +33,9 @@ export interface GreedyCoresetOptions {
   /** Use the WebAssembly SIMD kernels where the runtime has them (default true); the JS loops select the same points. */
   simd?: boolean;
   /**
-   * Threads for the projection and the whole-point steps of the SIMD kernels (default: every core
-   * available, or 1 below THREADS_FROM_POINTS points); any count selects the same points.
+   * Threads for the projection, the whole-point steps and the centre filter of the SIMD kernels
+   * (default: every core available up to 8, or 1 below THREADS_FROM_POINTS points); any count
+   * selects the same points.
    */
   threads?: number;
   /** Filled with how much work the pruning left (for benchmarks); costs one extra pass per step. */
@@ -215,7 +216,9 @@ export function greedyCoreset(
     throw new Error(`greedyCoreset: startPoints must be a positive integer, got ${startPoints}`);
   }
   const threads = opts.threads ?? (count >= THREADS_FROM_POINTS ? defaultThreads() : 1);
-  if (!Number.isInteger(threads) || threads < 1) throw new Error(`greedyCoreset: threads must be a positive integer, got ${threads}`);
+  if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+    throw new Error(`greedyCoreset: threads must be an integer from 1 to ${MAX_THREADS}, got ${threads}`);
+  }
   const rng = new SeededRandom(opts.seed ?? 0);
   // The projection draws from the stream before the start points do.
   const { kernels, d } = prepareKernels(features, count, dim, projectionDim, target, rng, opts.simd ?? true, threads);

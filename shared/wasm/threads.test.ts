@@ -44,7 +44,7 @@ test('kernel threads refuse unknown kernels, wrong argument counts and bad threa
   const memory = createMemory(65536, true)!;
   const k = instantiate<Record<string, unknown>>(module, memory);
   assert.throws(() => startKernelThreads(module, memory, ['nope'], 1, k), /no kernel named "nope"/);
-  assert.throws(() => startKernelThreads(module, memory, ['fill'], 0, k), /threads must be a positive integer, got 0/);
+  assert.throws(() => startKernelThreads(module, memory, ['fill'], 0, k), /threads must be an integer from 1 to 64, got 0/);
   const pool = startKernelThreads(module, memory, ['fill'], 2, k);
   try {
     assert.throws(() => pool.run('other', [[0, 1, 1]]), /no kernel named "other"/);

@@ -51,9 +51,14 @@ for (;;) {
 }
 `;
 
-/** Threads to use by default: every core the process may use. */
+/** Default thread count cap: the kernels split here are bound by memory traffic well before it. */
+export const MAX_DEFAULT_THREADS = 8;
+/** Most threads of one pool (every thread takes at least one of at most MAX_CHUNKS chunks). */
+export const MAX_THREADS = 64;
+
+/** Threads to use by default: every core the process may use, at most MAX_DEFAULT_THREADS. */
 export function defaultThreads(): number {
-  return availableParallelism();
+  return Math.min(MAX_DEFAULT_THREADS, availableParallelism());
 }
 
 export interface KernelThreads {
@@ -76,7 +81,9 @@ export function startKernelThreads(
   module: WasmModule, memory: WasmMemory, names: readonly string[], threads: number,
   instance: Record<string, unknown>,
 ): KernelThreads {
-  if (!Number.isInteger(threads) || threads < 1) throw new Error(`kernel threads: threads must be a positive integer, got ${threads}`);
+  if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+    throw new Error(`kernel threads: threads must be an integer from 1 to ${MAX_THREADS}, got ${threads}`);
+  }
   const control = new SharedArrayBuffer(16);
   const args = new SharedArrayBuffer(MAX_CHUNKS * MAX_ARGS * 8);
   const results = new SharedArrayBuffer(MAX_CHUNKS * 8);
