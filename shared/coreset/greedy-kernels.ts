@@ -7,7 +7,9 @@
 // lanes (element j goes to lane j % 4) combined as (s0 + s1) + (s2 + s3): f64x2 vectors hold lanes
 // (0, 1) and (2, 3). Filters run in float32 with margins. The SIMD form also keeps a sketch of
 // every point (sketch.ts: 16 or 32 leading principal coordinates, about 20 MB for bottle) whose
-// distances bound the true ones from below; it settles most questions from cache.
+// distances bound the true ones from below; it settles most questions from cache. Steps that scan
+// every point read a second copy of the sketches rounded to int16 (half the bytes; the integer
+// test is widened by the rounding bound, so it too only skips points it proves no closer).
 
 import { sketchBasis, sketchErrorNorm } from './sketch.js';
 import { HEAD_LEVELS, HEAD_SUM_FACTOR, kernelModule, ROW_FLOOR, ROW_MARGIN, SCAN_QUARTER, SKETCH_SLACK, SKETCH_SUM_FACTOR, type Kernels } from '../wasm/kernels.js';

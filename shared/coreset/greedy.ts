@@ -10,7 +10,10 @@
 // - a member x, when dist(centre, picked) > 2 * dist(x, centre), which is x's current distance;
 // - a candidate, when its sketch distance to the picked point already exceeds its current distance.
 // What remains is computed exactly (float64 sums in the scalar code's order) by WebAssembly SIMD
-// kernels, or by portable JS loops with identical results (greedy-kernels.ts).
+// kernels, or by portable JS loops with identical results (greedy-kernels.ts). The projection, the
+// steps that scan every point and the centre filter are split among kernel threads (worker threads
+// over one shared memory, shared/wasm/threads.ts); every chunk writes only its own points, so the
+// selection is the same for any thread count.
 // Memory: the projection, its sketch, O(N) and the centres (k x projectionDim floats); never N x N.
 
 import { createJsKernels, createSimdKernels, FILTER_MARGIN, type GreedyKernels } from './greedy-kernels.js';
