@@ -4,13 +4,16 @@
 //
 //   node --import tsx scripts/bench-coreset.ts --data ../shared/datasets/visa/capsules --limit 100
 //   options: --data <dir> (default bottle), --limit <images> (a subset: the first N training images),
-//            --ratio <r> (0.1), --cache <dir> (/tmp/bench-coreset), --variants exact,f32 (default all)
+//            --ratio <r> (0.1), --cache <dir> (/tmp/bench-coreset), --variants one-thread,threads (default all)
+//   Variants: one-thread (threads: 1) and threads (the default count: every core, at most 8); both
+//   must select the same points (the line says so).
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { greedyCoreset, type GreedyCoresetOptions, type GreedyCoresetStats } from '../shared/coreset/greedy.js';
+import { defaultThreads } from '../shared/wasm/threads.js';
 
 async function loadFeatures(dataDir: string, limit: number, cacheDir: string): Promise<{ data: Float32Array; rows: number; dim: number }> {
   const name = `${basename(resolve(dataDir))}-${limit || 'all'}`;
@@ -61,7 +64,8 @@ async function loadFeatures(dataDir: string, limit: number, cacheDir: string): P
 }
 
 const VARIANTS: Record<string, Partial<GreedyCoresetOptions>> = {
-  exact: {},
+  'one-thread': { threads: 1 },
+  threads: {},
 };
 
 async function main(): Promise<void> {
@@ -81,7 +85,7 @@ async function main(): Promise<void> {
   if (values['extract-only']) return;
   const names = values.variants ? values.variants.split(',') : Object.keys(VARIANTS);
   for (const n of names) if (!VARIANTS[n]) throw new Error(`unknown variant "${n}" (known: ${Object.keys(VARIANTS).join(', ')})`);
-  console.log(`# ${values.data}: ${rows} patches x ${dim}, ratio ${ratio}; load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`# ${values.data}: ${rows} patches x ${dim}, ratio ${ratio}, default threads ${defaultThreads()}; load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   let reference: Uint32Array | null = null;
   for (const n of names) {
     const stats = {} as GreedyCoresetStats;

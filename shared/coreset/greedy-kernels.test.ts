@@ -112,3 +112,75 @@ test('kernels refuse what they cannot do: dims not a multiple of 8', () => {
   assert.equal(createSimdKernels(10, 12, 2), null);
   assert.equal(createSimdKernels(10, 4, 2), null);
 });
+
+test('whole-point scan: the int16 head test never rules out a point the new centre brings closer (one and two threads)', () => {
+  const n = 2003;
+  const dim = 128;
+  const r = new SeededRandom(12);
+  const data = Float32Array.from({ length: n * dim }, (_, i) => r.gaussian() * (8 / (1 + (i % dim))));
+  const p = 5;
+  const exact = new Float64Array(n);
+  for (let x = 0; x < n; x++) exact[x] = dist2(data, x * dim, p * dim, dim);
+  // Distances bounded just above and below the distance to p: only the first kind may be ruled out.
+  const factors = [0.5, 0.9, 0.999999, 1.000001, 1.0001, 1.1, 2];
+  for (const threads of [1, 2]) {
+    const k = createSimdKernels(n, dim, 10, 0, threads)!;
+    try {
+      k.points.set(data);
+      k.buildSketches();
+      for (let x = 0; x < n; x++) {
+        k.val[x] = exact[x] * factors[x % factors.length];
+        k.owner[x] = 0;
+        k.setPointBound(x, k.val[x]);
+      }
+      k.val[p] = -1;
+      k.skipBelow.fill(-Infinity);
+      const moved = k.scanAll(n, p, 1);
+      const movedSet = new Set(Array.from(k.movedIdx.subarray(0, moved)));
+      for (let i = 1; i < moved; i++) assert.ok(k.movedIdx[i] > k.movedIdx[i - 1], 'moves in increasing order');
+      for (let x = 0; x < n; x++) {
+        if (x === p) continue;
+        const closer = factors[x % factors.length] > 1;
+        assert.equal(movedSet.has(x), closer, `threads ${threads}: point ${x} (bound ${factors[x % factors.length]} x its distance)`);
+        if (closer) assert.equal(k.val[x], exact[x], `threads ${threads}: point ${x} gets its exact distance`);
+        assert.equal(k.owner[x], closer ? 1 : 0);
+      }
+      // Bounds at half the distance are ruled out before the float64 distance.
+      assert.ok(k.scanCounters[1] < n - n / factors.length, `${k.scanCounters[1]} of ${k.scanCounters[0]} candidates needed the float64 distance`);
+    } finally {
+      k.close();
+    }
+  }
+});
+
+test('nearCentres over many centres: two threads report exactly what one thread reports, in order', () => {
+  const n = 6000;
+  const dim = 64;
+  const centres = 5000;
+  const pts = gaussian(n * dim, 13);
+  const one = createSimdKernels(n, dim, centres, 0, 1)!;
+  const two = createSimdKernels(n, dim, centres, 0, 2)!;
+  try {
+    const p = n - 1;
+    const r = new SeededRandom(14);
+    for (const k of [one, two]) {
+      k.points.set(pts);
+      k.buildSketches();
+    }
+    for (let c = 0; c < centres; c++) {
+      const d2 = dist2(pts, c * dim, p * dim, dim);
+      const radius2 = c % 7 === 0 ? -1 : (d2 / 4) * (0.9 + 0.2 * r.float());
+      for (const k of [one, two]) {
+        k.addCentre(c, c);
+        k.setCentreRadius(c, radius2);
+      }
+    }
+    const found = one.nearCentres(centres, p, 11);
+    assert.ok(found > 500, `${found} found`);
+    assert.equal(two.nearCentres(centres, p, 11), found);
+    assert.deepEqual(two.near.subarray(0, found), one.near.subarray(0, found));
+    assert.deepEqual(two.nearD2.subarray(0, found), one.nearD2.subarray(0, found));
+  } finally {
+    two.close();
+  }
+});

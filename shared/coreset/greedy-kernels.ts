@@ -7,11 +7,14 @@
 // lanes (element j goes to lane j % 4) combined as (s0 + s1) + (s2 + s3): f64x2 vectors hold lanes
 // (0, 1) and (2, 3). Filters run in float32 with margins. The SIMD form also keeps a sketch of
 // every point (sketch.ts: 16 or 32 leading principal coordinates, about 20 MB for bottle) whose
-// distances bound the true ones from below; it settles most questions from cache.
+// distances bound the true ones from below; it settles most questions from cache. Steps that scan
+// every point read a second copy of the sketches rounded to int16 (half the bytes; the integer
+// test is widened by the rounding bound, so it too only skips points it proves no closer).
 
 import { sketchBasis, sketchErrorNorm } from './sketch.js';
-import { kernelModule, ROW_FLOOR, ROW_MARGIN, SCAN_QUARTER, SKETCH_SLACK, SKETCH_SUM_FACTOR, type Kernels } from '../wasm/kernels.js';
+import { HEAD_LEVELS, HEAD_SUM_FACTOR, kernelModule, ROW_FLOOR, ROW_MARGIN, SCAN_QUARTER, SKETCH_SLACK, SKETCH_SUM_FACTOR, type Kernels } from '../wasm/kernels.js';
 import { createMemory, instantiate } from '../wasm/runtime.js';
+import { startKernelThreads, type KernelThreads } from '../wasm/threads.js';
 
 /** Relative margin covering float32 rounding in the centre filter (its error is below 3e-6). */
 export const FILTER_MARGIN = 1e-4;
@@ -63,6 +66,10 @@ export interface GreedyKernels {
   scanAll(count: number, p: number, centre: number): number;
   /** Candidates the last scanAll tested, and of those the ones given an exact distance. */
   readonly scanCounters: Int32Array;
+  /** Threads the kernels run on (the caller included). */
+  readonly threads: number;
+  /** Releases the kernel threads, if any; the kernels are not used afterwards. */
+  close(): void;
 }
 
 /** Per-point and per-list greedy state (see GreedyKernels.val). */
@@ -141,6 +148,8 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
   const { val, owner, skipBelow, movedIdx, movedFrom, scanCounters } = state;
   return {
     kind: 'js', points, candidates, candidateD2, near, nearD2, ...state,
+    threads: 1,
+    close(): void {},
     exactDistances,
     scanAll(n: number, p: number, centre: number): number {
       const pOff = p * dim;
@@ -197,8 +206,12 @@ export function createJsKernels(points: Float32Array, count: number, dim: number
 }
 
 
-/** Rows of features copied into kernel memory per projection call. */
-const PROJECT_CHUNK_ROWS = 64;
+/** Rows of features copied into kernel memory per projection round (split among the threads). */
+const PROJECT_CHUNK_ROWS = 512;
+/** Chunks per thread of a whole-point step or a projection round: a thread that falls behind costs a small share. */
+const CHUNKS_PER_THREAD = 4;
+/** Centres from which nearCentres is split among the threads (below, waking them costs more than it saves). */
+const THREADS_FROM_CENTRES = 4096;
 /** Linear memory above this is not attempted (the JS kernels take over). */
 const MAX_KERNEL_BYTES = 2 ** 31;
 
@@ -226,12 +239,15 @@ export interface SimdGreedyKernels extends GreedyKernels {
 /**
  * SIMD kernels over a fresh linear memory sized for `count` points of `dim` floats (and, for
  * projectInto, inputs of `projectFromDim` floats), or null when SIMD is unavailable, dim is not a
- * multiple of 8, or the memory would be too large.
+ * multiple of 8, or the memory would be too large. With threads > 1 the memory is shared and
+ * whole-point steps and projections are split among that many threads; results are the same.
  */
-export function createSimdKernels(count: number, dim: number, target: number, projectFromDim = 0): SimdGreedyKernels | null {
+export function createSimdKernels(count: number, dim: number, target: number, projectFromDim = 0, threads = 1): SimdGreedyKernels | null {
   if (dim % 8 !== 0 || dim < 8) return null;
-  const module = kernelModule();
+  const shared = threads > 1;
+  const module = kernelModule(shared);
   if (!module) return null;
+  const chunks = shared ? threads * CHUNKS_PER_THREAD : 1;
   const stages = dim >= 64 ? 2 : dim >= 32 ? 1 : 0;
   const width = 16 * stages;
   const { offsets, total } = layout({
@@ -239,7 +255,9 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     centres: target * dim * 4,
     thresholds: target * 4,
     sketches: count * width * 4,
-    heads: Math.ceil(count / 4) * 4 * width * 4,
+    heads: Math.ceil(count / 4) * 4 * width * 2,
+    headThr: (count + 4) * 4,
+    pHead: width * 2,
     pointSketchThr: (count + 4) * 4,
     pointRowThr: count * 4,
     val: (count + 4) * 8, // scanAll reads whole groups of four: padded
@@ -247,7 +265,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     skipBelow: (target + 1) * 8,
     movedIdx: count * 4,
     movedFrom: count * 4,
-    scanCounters: 8,
+    scanCounters: 8 * chunks,
     centreSketches: target * width * 4,
     centreSketchThr: target * 4,
     candidates: count * 4,
@@ -259,9 +277,10 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   });
   if (total > MAX_KERNEL_BYTES) return null;
   // Without the address space the JS kernels take over: they need no extra memory.
-  const memory = createMemory(total);
+  const memory = createMemory(total, shared);
   if (!memory) return null;
   const k = instantiate<Kernels>(module, memory);
+  const pool: KernelThreads | null = shared ? startKernelThreads(module, memory, ['scanAll', 'project', 'near'], threads, k as unknown as Record<string, unknown>) : null;
   const buf = memory.buffer;
   const f32 = (at: number, n: number) => new Float32Array(buf, at, n);
   const points = f32(offsets.points, count * dim);
@@ -269,6 +288,8 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   const thresholds = f32(offsets.thresholds, target);
   const sketches = f32(offsets.sketches, count * width);
   const pointSketchThr = f32(offsets.pointSketchThr, count);
+  const headThr = new Int32Array(buf, offsets.headThr, count);
+  const pHead = new Int16Array(buf, offsets.pHead, width);
   const pointRowThr = f32(offsets.pointRowThr, count);
   const state: GreedyState = {
     val: new Float64Array(buf, offsets.val, count),
@@ -278,6 +299,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     movedFrom: new Int32Array(buf, offsets.movedFrom, count),
     scanCounters: new Int32Array(buf, offsets.scanCounters, 2),
   };
+  const chunkCounters = new Int32Array(buf, offsets.scanCounters, 2 * chunks);
   const centreSketches = f32(offsets.centreSketches, target * width);
   const centreSketchThr = f32(offsets.centreSketchThr, target);
   const candidates = new Int32Array(buf, offsets.candidates, count);
@@ -285,13 +307,24 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
   const nearIdx = new Int32Array(buf, offsets.near, target);
   const nearD2 = f32(offsets.nearD2, target);
   const rowBytes = dim * 4;
-  const quarterBytes = Math.ceil(count / 4) * 4 * SCAN_QUARTER * 4;
+  const quarterBytes = Math.ceil(count / 4) * 4 * SCAN_QUARTER * 2;
   const sketchBytes = width * 4;
   // Set by buildSketches: sketch thresholds are (S sqrt(bound) + E)^2 / K, see sketch.ts.
   let sigma = 1;
   let errorNorm = 0;
   const sketchThreshold = (boundD2: number): number =>
     boundD2 < 0 ? -1 : Math.fround(((sigma * Math.sqrt(boundD2) + errorNorm) ** 2 / SKETCH_SUM_FACTOR) * SKETCH_SLACK);
+  // Set by buildSketches: heads are the sketches in steps of 1 / headScale, rounded (see scanAll in kernels.ts).
+  let headScale = 1;
+  let headSlack = 0;
+  const quantise = (v: number): number => Math.round(v * headScale);
+  /** The integer bound of the head test, as the scan kernel computes it (sums are at most 2^31 - 1: no pruning). */
+  const headThreshold = (boundD2: number): number => {
+    if (boundD2 < 0) return -1;
+    const h = (sigma * Math.sqrt(boundD2) + errorNorm) * headScale + headSlack;
+    const t = Math.floor(h * h * HEAD_SUM_FACTOR + 1);
+    return Number.isFinite(t) ? Math.min(t, 2 ** 31 - 1) : 2 ** 31 - 1;
+  };
 
   /** rows x outDim at byte dst = rows x inDim (JS array `src`, or rows already at byte srcAt) times wT. */
   const projectRows = (rows: number, inDim: number, outDim: number, wT: Float32Array, dst: number, src: Float32Array | number): void => {
@@ -304,14 +337,30 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     }
     const outRowBytes = outDim * 4;
     const pairs = rows >> 1;
+    // `n` pairs of rows at byte `at` into `to`: split into row pairs per chunk across the threads.
+    const projectPairs = (at: number, n: number, to: number): void => {
+      if (!pool) {
+        k.project(at, n, inDim, offsets.weights, blocks, outRowBytes, to);
+        return;
+      }
+      const per = Math.ceil(n / chunks);
+      const args: number[][] = [];
+      for (let q = 0; q < n; q += per) {
+        args.push([at + 2 * q * inDim * 4, Math.min(per, n - q), inDim, offsets.weights, blocks, outRowBytes, to + 2 * q * outRowBytes]);
+      }
+      pool.run('project', args);
+    };
     if (typeof src === 'number') {
-      k.project(src, pairs, inDim, offsets.weights, blocks, outRowBytes, dst);
+      for (let r = 0; r < 2 * pairs; r += PROJECT_CHUNK_ROWS) {
+        const n = Math.min(PROJECT_CHUNK_ROWS, 2 * pairs - r);
+        projectPairs(src + r * inDim * 4, n >> 1, dst + r * outRowBytes);
+      }
     } else {
       const chunk = f32(offsets.chunk, PROJECT_CHUNK_ROWS * inDim);
       for (let r = 0; r < 2 * pairs; r += PROJECT_CHUNK_ROWS) {
         const n = Math.min(PROJECT_CHUNK_ROWS, 2 * pairs - r);
         chunk.set(src.subarray(r * inDim, (r + n) * inDim));
-        k.project(offsets.chunk, n >> 1, inDim, offsets.weights, blocks, outRowBytes, dst + r * outRowBytes);
+        projectPairs(offsets.chunk, n >> 1, dst + r * outRowBytes);
       }
     }
     if (rows % 2 === 1) {
@@ -329,13 +378,42 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
 
   return {
     kind: 'simd', points, candidates, candidateD2, near: nearIdx, nearD2, ...state,
+    threads,
+    close(): void {
+      pool?.close();
+    },
     scanAll(n: number, p: number, centre: number): number {
-      return k.scanAll(
-        offsets.points, offsets.heads, quarterBytes, offsets.pointSketchThr, offsets.pointRowThr,
+      // Points from..to - 1 of one chunk; their moves are written from movedIdx[from] on.
+      for (let i = 0; i < width; i++) pHead[i] = quantise(sketches[p * width + i]);
+      const scanArgs = (from: number, to: number, c: number): number[] => [
+        offsets.points, offsets.heads, quarterBytes, offsets.pointSketchThr, offsets.headThr, offsets.pointRowThr,
         offsets.val, offsets.owner, offsets.skipBelow,
-        n, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 4, rowBytes, stages,
-        centre, sigma, errorNorm, offsets.movedIdx, offsets.movedFrom, offsets.scanCounters,
-      );
+        from, to, offsets.points + p * rowBytes, offsets.pHead, dim / 4, rowBytes, stages,
+        centre, sigma, errorNorm, headScale, headSlack,
+        offsets.movedIdx + 4 * from, offsets.movedFrom + 4 * from, offsets.scanCounters + 8 * c,
+      ];
+      if (!pool) return k.scanAll(...scanArgs(0, n, 0));
+      // Chunk bounds are multiples of four (the kernel's groups); the moves are compacted in chunk order.
+      const per = Math.ceil(n / chunks / 4) * 4;
+      const args: number[][] = [];
+      for (let from = 0; from < n; from += per) args.push(scanArgs(from, Math.min(n, from + per), args.length));
+      const moved = pool.run('scanAll', args);
+      let total = 0;
+      let tested = 0;
+      let exact = 0;
+      for (let c = 0; c < args.length; c++) {
+        const from = c * per;
+        if (from !== total) {
+          state.movedIdx.copyWithin(total, from, from + moved[c]);
+          state.movedFrom.copyWithin(total, from, from + moved[c]);
+        }
+        total += moved[c];
+        tested += chunkCounters[2 * c];
+        exact += chunkCounters[2 * c + 1];
+      }
+      chunkCounters[0] = tested;
+      chunkCounters[1] = exact;
+      return total;
     },
     exactDistances(n: number, p: number): void {
       k.dist2Many(offsets.points, offsets.candidates, n, offsets.points + p * rowBytes, dim / 4, rowBytes, offsets.candidateD2);
@@ -347,7 +425,10 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
       );
     },
     setPointBound(x: number, d2: number): void {
-      if (stages > 0) pointSketchThr[x] = sketchThreshold(d2);
+      if (stages > 0) {
+        pointSketchThr[x] = sketchThreshold(d2);
+        headThr[x] = headThreshold(d2);
+      }
       pointRowThr[x] = rowThreshold(d2);
     },
     addCentre(c: number, p: number): void {
@@ -362,10 +443,29 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     nearCentres(n: number, p: number, exclude: number): number {
       const saved = exclude >= 0 && exclude < n ? [thresholds[exclude], centreSketchThr[exclude]] : null;
       if (saved) thresholds[exclude] = centreSketchThr[exclude] = -1;
-      const found = k.near(
-        offsets.centres, offsets.centreSketches, offsets.centreSketchThr, offsets.thresholds, n,
-        offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 8, offsets.near, offsets.nearD2, stages,
-      );
+      // Centres from..to - 1 of one chunk; their finds are written from near[from] on, relative to from.
+      const nearArgs = (from: number, to: number): number[] => [
+        offsets.centres + from * rowBytes, offsets.centreSketches + from * sketchBytes, offsets.centreSketchThr + 4 * from,
+        offsets.thresholds + 4 * from, to - from, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 8,
+        offsets.near + 4 * from, offsets.nearD2 + 4 * from, stages,
+      ];
+      let found = 0;
+      if (!pool || n < THREADS_FROM_CENTRES) {
+        found = k.near(...nearArgs(0, n));
+      } else {
+        const per = Math.ceil(n / chunks);
+        const args: number[][] = [];
+        for (let from = 0; from < n; from += per) args.push(nearArgs(from, Math.min(n, from + per)));
+        const counts = pool.run('near', args);
+        for (let c = 0; c < args.length; c++) {
+          const from = c * per;
+          for (let i = 0; i < counts[c]; i++) {
+            nearIdx[found + i] = nearIdx[from + i] + from;
+            nearD2[found + i] = nearD2[from + i];
+          }
+          found += counts[c];
+        }
+      }
       if (saved) [thresholds[exclude], centreSketchThr[exclude]] = saved;
       return found;
     },
@@ -378,16 +478,25 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
       const b = sketchBasis(points, count, dim, width);
       projectRows(count, dim, width, b.basis, offsets.sketches, offsets.points);
       sigma = b.sigmaMax * SKETCH_SLACK;
-      // The sketches again, four points per vector, SCAN_QUARTER coordinates per copy (see scanAll).
-      const heads = f32(offsets.heads, Math.ceil(count / 4) * 4 * width);
-      const perQuarter = quarterBytes / 4;
+      errorNorm = sketchErrorNorm(points, count, dim, b.sigmaMax);
+      // The sketches again, quantised to int16 steps (at most HEAD_LEVELS of them, so the scan's
+      // integer sums cannot overflow), four points per copy, SCAN_QUARTER coordinates per copy (see scanAll).
+      let maxAbs = 0;
+      for (let i = 0; i < count * width; i++) maxAbs = Math.max(maxAbs, Math.abs(sketches[i]));
+      headScale = maxAbs > 0 ? HEAD_LEVELS / maxAbs / (1 + 1e-9) : 1;
+      // Rounding moves each coordinate by at most half a step (plus float64 rounding of v * headScale).
+      headSlack = Math.sqrt(width) * (1 + 1e-6);
+      const heads = new Int16Array(buf, offsets.heads, Math.ceil(count / 4) * 4 * width);
+      const perQuarter = quarterBytes / 2;
       for (let q = 0; q < width / SCAN_QUARTER; q++) {
         for (let x = 0; x < count; x++) {
-          const at = q * perQuarter + (x >> 2) * 4 * SCAN_QUARTER + (x & 3);
-          for (let i = 0; i < SCAN_QUARTER; i++) heads[at + 4 * i] = sketches[x * width + q * SCAN_QUARTER + i];
+          const at = q * perQuarter + (x >> 2) * 4 * SCAN_QUARTER + 2 * (x & 3);
+          for (let i = 0; i < SCAN_QUARTER; i += 2) {
+            heads[at + 4 * i] = quantise(sketches[x * width + q * SCAN_QUARTER + i]);
+            heads[at + 4 * i + 1] = quantise(sketches[x * width + q * SCAN_QUARTER + i + 1]);
+          }
         }
       }
-      errorNorm = sketchErrorNorm(points, count, dim, b.sigmaMax);
     },
   };
 }

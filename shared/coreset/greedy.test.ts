@@ -205,3 +205,42 @@ test('bad arguments give errors naming what is wrong', () => {
   assert.throws(() => greedyCoreset(f, 10, 2, { target: 1, startPoints: 0 }), /startPoints must be a positive integer/);
   assert.throws(() => greedyCoreset(f, 0, 2, { target: 1 }), /count must be a positive integer/);
 });
+
+test('two and three threads select exactly what one thread selects, with the same work counters', () => {
+  // Enough points that most early steps are whole-point steps, which the threads split; a count
+  // that is not a multiple of four or of the chunk size; projected, so the projection is split too.
+  const n = 6002;
+  const dim = 160;
+  const f = blobs(n, dim, 9, 21, 1.5);
+  const target = 600;
+  const rng = new SeededRandom(8);
+  const pts = randomProjection(f, n, dim, 64, rng);
+  const want = plainGreedy(pts, n, 64, target, rng.sampleWithoutReplacement(n, 10));
+  let oneStats: GreedyCoresetStats | null = null;
+  for (const threads of [1, 2, 3]) {
+    const stats = {} as GreedyCoresetStats;
+    const got = greedyCoreset(f, n, dim, { target, seed: 8, projectionDim: 64, threads, stats });
+    assert.deepEqual(Array.from(got), want, `threads ${threads}`);
+    assert.ok(stats.fullScans > 0, `threads ${threads}: whole-point steps ran`);
+    if (oneStats) assert.deepEqual(stats, oneStats, `threads ${threads}: the same work`);
+    else oneStats = stats;
+  }
+  assert.throws(() => greedyCoreset(f, n, dim, { target, threads: 0 }), /threads must be an integer from 1 to 64, got 0/);
+});
+
+test('int16 sketch heads keep the selection exact when a few far outliers stretch the quantisation step', () => {
+  // The head step is the largest sketch coordinate / 2047: outliers 10^4 away make it coarse, so
+  // the head test prunes little but must never drop a point the exact loop would move.
+  const n = 3001;
+  const dim = 64;
+  const f = blobs(n, dim, 6, 31, 1);
+  for (let i = 0; i < n; i += 1000) for (let j = 0; j < dim; j++) f[i * dim + j] += j % 2 === 0 ? 1e4 : -1e4;
+  const target = 300;
+  const rng = new SeededRandom(5);
+  const want = plainGreedy(f, n, dim, target, rng.sampleWithoutReplacement(n, 10));
+  for (const threads of [1, 2]) {
+    const stats = {} as GreedyCoresetStats;
+    assert.deepEqual(Array.from(greedyCoreset(f, n, dim, { target, seed: 5, threads, stats })), want, `threads ${threads}`);
+    assert.ok(stats.fullScans > 0, 'whole-point steps ran');
+  }
+});

@@ -10,11 +10,15 @@
 // - a member x, when dist(centre, picked) > 2 * dist(x, centre), which is x's current distance;
 // - a candidate, when its sketch distance to the picked point already exceeds its current distance.
 // What remains is computed exactly (float64 sums in the scalar code's order) by WebAssembly SIMD
-// kernels, or by portable JS loops with identical results (greedy-kernels.ts).
+// kernels, or by portable JS loops with identical results (greedy-kernels.ts). The projection, the
+// steps that scan every point and the centre filter are split among kernel threads (worker threads
+// over one shared memory, shared/wasm/threads.ts); every chunk writes only its own points, so the
+// selection is the same for any thread count.
 // Memory: the projection, its sketch, O(N) and the centres (k x projectionDim floats); never N x N.
 
 import { createJsKernels, createSimdKernels, FILTER_MARGIN, type GreedyKernels } from './greedy-kernels.js';
 import { SeededRandom } from './random.js';
+import { defaultThreads, MAX_THREADS } from '../wasm/threads.js';
 
 export interface GreedyCoresetOptions {
   /** Fraction of points to keep, in (0, 1]; ignored when `target` is given. */
@@ -31,6 +35,12 @@ export interface GreedyCoresetOptions {
   onProgress?: (done: number, total: number) => void;
   /** Use the WebAssembly SIMD kernels where the runtime has them (default true); the JS loops select the same points. */
   simd?: boolean;
+  /**
+   * Threads for the projection, the whole-point steps and the centre filter of the SIMD kernels
+   * (default: every core available up to 8, or 1 below THREADS_FROM_POINTS points); any count
+   * selects the same points.
+   */
+  threads?: number;
   /** Filled with how much work the pruning left (for benchmarks); costs one extra pass per step. */
   stats?: GreedyCoresetStats;
 }
@@ -153,21 +163,31 @@ function allWithin(values: Float32Array, bound: number): boolean {
   return true;
 }
 
+/** Below this many points a second thread costs more to start than it saves. */
+export const THREADS_FROM_POINTS = 32_768;
+
 /** The points to select from (projected when dim > projectionDim) inside SIMD kernels when possible, else JS ones. */
 function prepareKernels(
   features: Float32Array, count: number, dim: number, projectionDim: number, target: number, rng: SeededRandom, simd: boolean,
+  threads: number,
 ): { kernels: GreedyKernels; d: number } {
   const project = dim > projectionDim;
   const d = project ? projectionDim : dim;
   const wT = project ? drawProjection(dim, projectionDim, rng) : null;
-  const fast = simd ? createSimdKernels(count, d, target, project ? dim : 0) : null;
+  const fast = simd ? createSimdKernels(count, d, target, project ? dim : 0, threads) : null;
   if (fast) {
-    if (wT) fast.projectInto(features, dim, wT);
-    else fast.points.set(features);
-    if (allWithin(fast.points, FILTER_SAFE_ABS)) {
-      fast.buildSketches();
-      return { kernels: fast, d };
+    try {
+      if (wT) fast.projectInto(features, dim, wT);
+      else fast.points.set(features);
+      if (allWithin(fast.points, FILTER_SAFE_ABS)) {
+        fast.buildSketches();
+        return { kernels: fast, d };
+      }
+    } catch (e) {
+      fast.close();
+      throw e;
     }
+    fast.close();
     return { kernels: createJsKernels(fast.points, count, d, target), d };
   }
   const points = wT ? projectRows(features, count, dim, wT, projectionDim) : features;
@@ -198,11 +218,19 @@ export function greedyCoreset(
   if (!Number.isInteger(startPoints) || startPoints < 1) {
     throw new Error(`greedyCoreset: startPoints must be a positive integer, got ${startPoints}`);
   }
+  const threads = opts.threads ?? (count >= THREADS_FROM_POINTS ? defaultThreads() : 1);
+  if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+    throw new Error(`greedyCoreset: threads must be an integer from 1 to ${MAX_THREADS}, got ${threads}`);
+  }
   const rng = new SeededRandom(opts.seed ?? 0);
   // The projection draws from the stream before the start points do.
-  const { kernels, d } = prepareKernels(features, count, dim, projectionDim, target, rng, opts.simd ?? true);
-  const starts = rng.sampleWithoutReplacement(count, Math.min(startPoints, count));
-  return kCenterGreedy(kernels, count, d, target, starts, opts.onProgress, opts.stats);
+  const { kernels, d } = prepareKernels(features, count, dim, projectionDim, target, rng, opts.simd ?? true, threads);
+  try {
+    const starts = rng.sampleWithoutReplacement(count, Math.min(startPoints, count));
+    return kCenterGreedy(kernels, count, d, target, starts, opts.onProgress, opts.stats);
+  } finally {
+    kernels.close();
+  }
 }
 
 /** Above this share of points in lists to revisit, one sequential pass beats following the lists. */

@@ -176,33 +176,47 @@ export const SKETCH_SLACK = 1 + 1e-6;
 
 /** Sketch coordinates per grouped copy ("quarter") that scanAll tests four points at a time. */
 export const SCAN_QUARTER = 8;
+/** Largest magnitude of a quantised sketch coordinate: 32 squared differences (< 2^24 each) sum below 2^31. */
+export const HEAD_LEVELS = 2047;
+/** Integer head thresholds are floor(h^2 * HEAD_SUM_FACTOR + 1): strictly above h^2 despite rounding. */
+export const HEAD_SUM_FACTOR = 1 + 1e-9;
 /** Quarters of the widest sketch (2 stages of 16). */
 const MAX_QUARTERS = 4;
 
 /**
- * scanAll(points, heads, quarterBytes, sketchThr, rowThr, val, owner, skipBelow, count, p,
- * pSketch, groups, rowBytes, stages, centre, sigma, errorNorm, movedIdx, movedFrom, counters) -> moved:
- * one greedy step over every point. Point x (val[x] its squared distance to the chosen set, -1
- * once chosen; owner[x] its list) is a candidate unless val[x] < skipBelow[owner[x]]; a candidate
- * the new centre (row p) brings closer gets val[x] = that exact distance, owner[x] = centre and new
- * thresholds (sketchThr from sigma and errorNorm; rowThr), and is listed in movedIdx with its old
- * list in movedFrom. With sketches (stages > 0), the candidates of four points at a time are first
- * tested on their sketch against sketchThr, SCAN_QUARTER coordinates at a time (2 * stages
- * quarters, each only while some lane is still in), from grouped copies: quarter q, group g,
- * coordinate i holds points 4g..4g+3 at heads + q * quarterBytes + 128g + 16i. Sequential reads,
- * four points per vector; the per-point sketches are not read again.
- * val, owner and sketchThr are read in whole groups of four: callers pad them.
+ * scanAll(points, heads, quarterBytes, sketchThr, headThr, rowThr, val, owner, skipBelow, from,
+ * count, p, pHead, groups, rowBytes, stages, centre, sigma, errorNorm, headScale, headSlack,
+ * movedIdx, movedFrom, counters) -> moved: one greedy step over the points from..count - 1 (from a
+ * multiple of 4; chunks of one step may run on several threads at once: each writes only its
+ * points and its own outputs). Point x (val[x] its squared distance to the chosen set, -1 once
+ * chosen; owner[x] its list) is a candidate unless val[x] < skipBelow[owner[x]]; a candidate the
+ * new centre (row p) brings closer gets val[x] = that exact distance, owner[x] = centre and new
+ * thresholds (sketchThr and headThr from sigma and errorNorm, see below; rowThr), and is listed in
+ * movedIdx with its old list in movedFrom (from their start, in increasing order).
+ * With sketches (stages > 0), the candidates of four points at a time are first tested on their
+ * quantised sketch ("head": each coordinate rounded to a multiple of a step D, at most HEAD_LEVELS
+ * steps, as int16) against headThr, SCAN_QUARTER coordinates at a time (2 * stages quarters, each
+ * only while some lane is still in), in exact integer arithmetic, from grouped copies: quarter q,
+ * group g holds points 4g..4g+3 at heads + q * quarterBytes + 64g, coordinates 2i, 2i + 1 of point
+ * k at i16 lanes 8i + 2k, 8i + 2k + 1. pHead: p's quantised coordinates, two per i32 (the same
+ * pairs). Rounding moves a sketch difference by at most D sqrt(width) (headSlack, in steps, covers
+ * it), so a head distance^2 above headThr[x] = floor(h^2 HEAD_SUM_FACTOR + 1), h = r headScale +
+ * headSlack, r = sigma sqrt(val[x]) + errorNorm, headScale = 1 / D, proves x no closer.
+ * Sequential reads, four points per vector; the per-point sketches are not read again.
+ * val, owner and headThr are read in whole groups of four: callers pad them.
  * counters (i32 x 2) = the candidates, and those of them given the float64 distance.
  */
 function scanAll(): string {
+  // Each v128 of a quarter holds two coordinates of each of the four points (i16 lanes 2k, 2k + 1:
+  // point k); i32x4.dot_i16x8_s squares and adds each pair, so $hacc lane k sums point k's squares.
   const quarter = (q: number): string => `
             (if (i32.and (i32.ne ${get('$mask')} (i32.const 0)) (i32.gt_u (i32.shl ${get('$stages')} (i32.const 1)) (i32.const ${q})))
               (then
                 (local.set $hq (i32.add ${get('$ha')} (i32.mul (i32.const ${q}) ${get('$quarterBytes')})))
-                ${lines(SCAN_QUARTER, (i) =>
-                  `(local.set $hacc (f32x4.add (f32x4.mul (local.tee $e (f32x4.sub (v128.load offset=${16 * i} ${get('$hq')}) (local.get $p${SCAN_QUARTER * q + i}))) (local.get $e)) ${get('$hacc')}))`)}
+                ${lines(SCAN_QUARTER / 2, (i) =>
+                  `(local.set $hacc (i32x4.add (i32x4.dot_i16x8_s (local.tee $e (i16x8.sub (v128.load offset=${16 * i} ${get('$hq')}) (local.get $p${(SCAN_QUARTER / 2) * q + i}))) (local.get $e)) ${get('$hacc')}))`)}
                 (local.set $mask ${withinThr})))`;
-  const withinThr = `(i32.and ${get('$mask')} (i32x4.bitmask (f32x4.le ${get('$hacc')} (v128.load ${at('$sketchThr', '$x0', 2)}))))`;
+  const withinThr = `(i32.and ${get('$mask')} (i32x4.bitmask (i32x4.le_s ${get('$hacc')} (v128.load ${at('$headThr', '$x0', 2)}))))`;
   // Bit k of $mask: point x0 + k is unchosen and a candidate (branch-free; lanes past the end are cleared after).
   const candidateBit = (k: number): string => `
         (local.set $v (f64.load offset=${8 * k} ${at('$val', '$x0', 3)}))
@@ -212,18 +226,20 @@ function scanAll(): string {
           (i32.const ${k}))))`;
   return `
   (func $scanAll (export "scanAll")
-    (param $points i32) (param $heads i32) (param $quarterBytes i32) (param $sketchThr i32) (param $rowThr i32)
+    (param $points i32) (param $heads i32) (param $quarterBytes i32) (param $sketchThr i32) (param $headThr i32) (param $rowThr i32)
     (param $val i32) (param $owner i32) (param $skipBelow i32)
-    (param $count i32) (param $p i32) (param $pSketch i32) (param $groups i32) (param $rowBytes i32) (param $stages i32)
-    (param $centre i32) (param $sigma f64) (param $errorNorm f64) (param $movedIdx i32) (param $movedFrom i32) (param $counters i32)
+    (param $from i32) (param $count i32) (param $p i32) (param $pHead i32) (param $groups i32) (param $rowBytes i32) (param $stages i32)
+    (param $centre i32) (param $sigma f64) (param $errorNorm f64) (param $headScale f64) (param $headSlack f64)
+    (param $movedIdx i32) (param $movedFrom i32) (param $counters i32)
     (result i32)
-    (local $v f64) (local $candidates i32) (local $exact i32) (local $moved i32) (local $r f64)
+    (local $v f64) (local $candidates i32) (local $exact i32) (local $moved i32) (local $r f64) (local $h f64)
     (local $x0 i32) (local $mask i32) (local $ha i32) (local $hq i32) (local $hacc v128)
-    ${lines(SCAN_QUARTER * MAX_QUARTERS, (i) => `(local $p${i} v128)`)}
+    ${lines((SCAN_QUARTER / 2) * MAX_QUARTERS, (i) => `(local $p${i} v128)`)}
     ${CANDIDATE_LOCALS}
     (if ${get('$stages')}
-      (then ${lines(SCAN_QUARTER * MAX_QUARTERS, (i) => `(local.set $p${i} (f32x4.splat (f32.load offset=${4 * i} ${get('$pSketch')})))`)}))
-    (local.set $ha ${get('$heads')})
+      (then ${lines((SCAN_QUARTER / 2) * MAX_QUARTERS, (i) => `(local.set $p${i} (v128.load32_splat offset=${4 * i} ${get('$pHead')}))`)}))
+    (local.set $x0 ${get('$from')})
+    (local.set $ha (i32.add ${get('$heads')} (i32.mul (i32.shr_u ${get('$from')} (i32.const 2)) (i32.const ${8 * SCAN_QUARTER}))))
     (block $done
       (loop $quad
         (br_if $done (i32.ge_s ${get('$x0')} ${get('$count')}))
@@ -257,9 +273,12 @@ function scanAll(): string {
                 (then
                   (local.set $r (f64.add (f64.mul ${get('$sigma')} (f64.sqrt ${get('$d')})) ${get('$errorNorm')}))
                   (f32.store ${at('$sketchThr', '$x', 2)}
-                    (f32.demote_f64 (f64.mul (f64.div (f64.mul ${get('$r')} ${get('$r')}) (f64.const ${SKETCH_SUM_FACTOR})) (f64.const ${SKETCH_SLACK})))))))
+                    (f32.demote_f64 (f64.mul (f64.div (f64.mul ${get('$r')} ${get('$r')}) (f64.const ${SKETCH_SUM_FACTOR})) (f64.const ${SKETCH_SLACK}))))
+                  (local.set $h (f64.add (f64.mul ${get('$r')} ${get('$headScale')}) ${get('$headSlack')}))
+                  (i32.store ${at('$headThr', '$x', 2)}
+                    (i32.trunc_sat_f64_s (f64.add (f64.mul (f64.mul ${get('$h')} ${get('$h')}) (f64.const ${HEAD_SUM_FACTOR})) (f64.const 1)))))))
             (br $lanes)))
-        ${bump('$x0', 4)} ${bump('$ha', 16 * SCAN_QUARTER)}
+        ${bump('$x0', 4)} ${bump('$ha', 8 * SCAN_QUARTER)}
         (br $quad)))
     (i32.store ${get('$counters')} ${get('$candidates')})
     (i32.store offset=4 ${get('$counters')} ${get('$exact')})
@@ -540,11 +559,13 @@ function refine(): string {
     ${get('$found')})`;
 }
 
-/** The whole module's text: one memory imported as env.memory, every kernel exported by name. */
-export const KERNELS_WAT = `(module
-  (import "env" "memory" (memory 1))
+/** The whole module's text: one memory imported as env.memory (shared: a shared memory of at most 4 GiB), every kernel exported by name. */
+export function kernelsWat(shared = false): string {
+  return `(module
+  (import "env" "memory" (memory 1${shared ? ' 65536 shared' : ''}))
 ${[dist2Many(), screened(), scanAll(), near(), project(), scanHead(), findFirst(), exact(), sketch32(), refine()].join('\n')}
 )`;
+}
 
 type Fn = (...args: number[]) => number;
 
@@ -562,10 +583,13 @@ export interface Kernels {
   refine: Fn;
 }
 
-let compiled: WasmModule | null | undefined;
+const compiled = new Map<boolean, WasmModule | null>();
 
-/** The compiled kernel module, or null where WebAssembly SIMD is unavailable. */
-export function kernelModule(): WasmModule | null {
-  if (compiled === undefined) compiled = compileModule(assembleWat('kernels.wat', KERNELS_WAT));
-  return compiled;
+/**
+ * The compiled kernel module, or null where WebAssembly SIMD is unavailable. `shared`: the variant
+ * over a shared memory (createMemory(bytes, true)), which kernel threads (threads.ts) run at once.
+ */
+export function kernelModule(shared = false): WasmModule | null {
+  if (!compiled.has(shared)) compiled.set(shared, compileModule(assembleWat(shared ? 'kernels-shared.wat' : 'kernels.wat', kernelsWat(shared))));
+  return compiled.get(shared)!;
 }

@@ -15,19 +15,21 @@ export interface WasmModule {
 interface WasmApi {
   Module: new (bytes: Uint8Array) => WasmModule;
   Instance: new (module: WasmModule, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number; maximum?: number }) => WasmMemory;
+  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
 }
 const wasm: WasmApi | undefined = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
 
 // wabt's initialisation is asynchronous (about 30 ms); done once at import so assembling stays synchronous.
 const wabt = await initWabt();
 
-/** The binary of WAT `text` (SIMD enabled); throws with wabt's message, naming `filename`, on a syntax or type error. */
+/** The binary of WAT `text` (SIMD and shared memories enabled); throws with wabt's message, naming `filename`, on a syntax or type error. */
 export function assembleWat(filename: string, text: string): Uint8Array {
-  const parsed = wabt.parseWat(filename, text, { simd: true });
+  const features = { simd: true, threads: true };
+  const parsed = wabt.parseWat(filename, text, features);
   try {
     parsed.resolveNames();
-    parsed.validate();
+    // validate's typing says no argument, but wabt reads the features from it as parseWat does.
+    (parsed.validate as (f?: typeof features) => void)(features);
     // Function names travel in the name section, so profiles show kernels by name.
     return parsed.toBinary({ write_debug_names: true }).buffer;
   } finally {
@@ -48,11 +50,15 @@ export function compileModule(bytes: Uint8Array): WasmModule | null {
   }
 }
 
-/** A fresh linear memory of at least `bytes` bytes, or null when the runtime cannot reserve it. */
-export function createMemory(bytes: number): WasmMemory | null {
+/**
+ * A fresh linear memory of at least `bytes` bytes, or null when the runtime cannot reserve it.
+ * `shared`: backed by a SharedArrayBuffer, for modules that import a shared memory (kernel threads).
+ */
+export function createMemory(bytes: number, shared = false): WasmMemory | null {
   if (!wasm) return null;
+  const pages = Math.max(1, Math.ceil(bytes / 65536));
   try {
-    return new wasm.Memory({ initial: Math.max(1, Math.ceil(bytes / 65536)) });
+    return new wasm.Memory(shared ? { initial: pages, maximum: pages, shared } : { initial: pages });
   } catch {
     return null;
   }
