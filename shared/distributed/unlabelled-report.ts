@@ -9,7 +9,6 @@ import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Frame } from '../image/index.js';
 import type { Logger } from '../log.js';
 import { thresholdAtFpr, type ThresholdChoice } from '../metrics/threshold.js';
 import { checkFailedShare, PAYLOAD_LIMITS, type ReportPayload, type UnlabelledReport } from '../queue/jobs.js';
