@@ -12,6 +12,7 @@ import { startS3rver, type S3Server } from '../embedded/s3-server.js';
 import { PermanentError } from '../errors.js';
 import { defaultDatasetDir } from '../paths.js';
 import type { ReportPayload, UnlabelledReport } from '../queue/jobs.js';
+import { PixelHistogram } from '../metrics/score-histogram.js';
 import { mapsKey, reportKey, scoresKey } from '../storage/keys.js';
 import { ObjectStore } from '../storage/object-store.js';
 import { storageConfigFromEnv } from '../storage/config.js';
@@ -22,7 +23,8 @@ import { buildUnlabelledReport, heatmapKey, unlabelledThreshold } from './unlabe
 
 const log = pino({ level: 'silent' });
 const SIDE = 16;
-const FRAME = { sourceWidth: 900, sourceHeight: 900, resizedWidth: 256, resizedHeight: 256, cropLeft: 16, cropTop: 16, width: SIDE, height: SIDE };
+// Whole-image maps at the resized resolution, as score shards write them.
+const FRAME = { sourceWidth: 900, sourceHeight: 900, resizedWidth: SIDE, resizedHeight: SIDE, cropLeft: 0, cropTop: 0, width: SIDE, height: SIDE };
 const PREFIX = 'datasets/shots/';
 let s3: S3Server;
 let store: ObjectStore;
@@ -52,10 +54,17 @@ async function writeShards(run: string, shards: { ids: string[]; failed?: string
     // Each map's values rise from 0 to the image's score, so the image score is the map's maximum.
     const data = new Float32Array(images.length * SIDE * SIDE);
     images.forEach((im, i) => { for (let p = 0; p < SIDE * SIDE; p++) data[i * SIDE * SIDE + p] = (im.score * p) / (SIDE * SIDE - 1); });
-    await store.putObject(mapsKey(run, shardId), encodeTensorFile(
-      { dtype: 'float32', dim: SIDE * SIDE, count: images.length, grid: [SIDE, SIDE], images: images.map((im, i) => ({ key: im.key, offset: i, patches: 1 })) }, data));
+    // One float per row and each image's size in its entry, as score shards write maps of any size.
+    const n = SIDE * SIDE;
+    const file = encodeTensorFile(
+      { dtype: 'float32', dim: 1, count: data.length, grid: [1, 1], images: images.map((im, i) => ({ key: im.key, offset: i * n, patches: n, width: SIDE, height: SIDE })) }, data);
+    const dataStart = file.length - data.byteLength;
+    await store.putObject(mapsKey(run, shardId), file);
     await store.putJson(scoresKey(run, shardId), {
-      runId: run, shardId, model: { category: 'shots', version: 'v1' }, images, failed: (shard.failed ?? []).map((id) => ({ id, error: 'not an image (unknown format)' })),
+      runId: run, shardId, model: { category: 'shots', version: 'v1' },
+      images: images.map((im, i) => ({ ...im, map: { offset: dataStart + i * n * 4, values: n } })),
+      failed: (shard.failed ?? []).map((id) => ({ id, error: 'not an image (unknown format)' })),
+      pixels: new PixelHistogram().toJSON(),
     });
     for (const im of images) await store.putObject(im.key, picture);
     names.push(shardId);
