@@ -14,10 +14,9 @@
 // /proc/<pid>/clear_refs when a phase starts, so a phase's peak is its own: the scorer's "score" peak covers its
 // score-shard jobs, its "report" peak the report job (reset when that job's start is logged). Linux only.
 //
-// The training flow and unlabelled scoring go through one adapter function each (submitTreeTraining,
-// submitSinglePass, submitUnlabelled): they run today's flows and say in a comment what changes once the reduce-tree
-// flow (--fan-in, --coreset-size, --images) and `submit score --images` are merged.
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+// Training goes through the reduce tree (`submit train --images --fan-in --coreset-size`), the single pass through
+// the same flow with no per-shard coreset and one merge step, and the unlabelled run through `submit score --images`.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -33,7 +32,8 @@ import { startProgress } from '../shared/run/progress.js';
 import { jobIds, type RunKind, type RunProgress } from '../shared/queue/flows.js';
 import { datasetPrefix, modelVersionPrefix, reportKey, reportPrefix, runPrefix, shardName } from '../shared/storage/keys.js';
 import type { ObjectStore } from '../shared/storage/object-store.js';
-import { submitEvaluation, submitTraining, type ProducerContext } from '../services/producer/submit.js';
+import { submitEvaluation, submitScoring, submitTraining, type ProducerContext } from '../services/producer/submit.js';
+import { PAYLOAD_LIMITS } from '../shared/queue/jobs.js';
 import { Cluster, type WorkerKind, type WorkerProcess } from '../test/faults/harness.js';
 import { archiveImageName, writeArchive, type ArchiveTarget } from './scale-archive.js';
 
@@ -200,54 +200,43 @@ interface TrainingAsk {
   weights: Cluster['weights'];
 }
 
+/** The paper frame (784 patches per image), pinned so that patch counts match docs/scale.md whatever the default frame. */
+const SCALE_FRAME = { resize: 256, crop: 224 };
+
 /**
- * The scalable training flow. Today (main): merge-and-reduce, each feature shard reduced by its own coreset and one
- * global coreset over them in the index job (a tree of depth 1, whatever --fan-in says), the bank size given as the
- * ratio bankRows / patches. At merge with the reduce tree: pass `fanIn` and `coresetSize: bankRows` (and the archive
- * as `images: datasetPrefix(dataset) + 'train/good/'`) to submitTraining, count the reduce jobs in `jobs`, and name
- * the flow 'reduce-tree'.
+ * The scalable training flow: the reduce tree (`submit train --images <archive> --fan-in F --coreset-size <bank
+ * rows>`), every feature shard first reduced by its own coreset, then groups of at most F merged level by level.
  */
 async function submitTreeTraining(ctx: ProducerContext, t: TrainingAsk): Promise<Submitted & { flow: string }> {
   const r = await submitTraining(ctx, {
-    dataset: t.dataset, category: t.category, version: t.version, runId: t.runId, shardSize: t.shardSize,
-    coresetRatio: t.bankRows / (t.images * PATCHES_PER_IMAGE), perShardCoresetRatio: t.perShardCoreset, weights: t.weights,
+    images: datasetPrefix(t.dataset), category: t.category, version: t.version, runId: t.runId, shardSize: t.shardSize,
+    coresetSize: t.bankRows, ...(t.fanIn !== null ? { fanIn: t.fanIn } : {}), perShardCoresetRatio: t.perShardCoreset,
+    frame: SCALE_FRAME, weights: t.weights,
   });
-  return { runId: r.runId, kind: 'training', jobs: r.shards + 1, shards: r.shards, flow: 'merge-and-reduce' };
-}
-
-/** Today's single pass: every patch of every image into one coreset in the index job. At merge: `coresetSize: bankRows`. */
-async function submitSinglePass(ctx: ProducerContext, t: TrainingAsk): Promise<Submitted & { flow: string }> {
-  const r = await submitTraining(ctx, {
-    dataset: t.dataset, category: t.category, version: t.version, runId: t.runId, shardSize: t.shardSize,
-    coresetRatio: t.bankRows / (t.images * PATCHES_PER_IMAGE), perShardCoresetRatio: null, weights: t.weights,
-  });
-  return { runId: r.runId, kind: 'training', jobs: r.shards + 1, shards: r.shards, flow: 'single-pass' };
+  return { runId: r.runId, kind: 'training', jobs: r.shards + (r.tree?.nodes ?? 0) + 1, shards: r.shards, flow: r.tree && r.tree.depth > 1 ? 'reduce-tree' : 'merge-and-reduce' };
 }
 
 /**
- * Unlabelled scoring of `count` archive images. Today (main) an evaluation run: the dataset holds the archive images
- * as test/good plus the category's defect images and masks, because today's report needs both classes to choose a
- * threshold; its metrics are not used. At merge with `submit score --images <prefix>`: score
- * `datasetPrefix(dataset) + 'test/good/'` with the model's own threshold, and drop the defect images (prepareUnlabelled).
+ * Today's single pass for the quality comparison: every patch of every image into one coreset of the same bank size
+ * in the root job (no per-shard coreset; the fan-in at its maximum so that the shards are merged in one step).
  */
-async function submitUnlabelled(ctx: ProducerContext, u: { dataset: string; category: string; version: string; runId: string; shardSize: number }): Promise<Submitted> {
-  const r = await submitEvaluation(ctx, { dataset: u.dataset, category: u.category, version: u.version, runId: u.runId, shardSize: u.shardSize });
-  return { runId: r.runId, kind: 'evaluation', jobs: r.shards + 1, shards: r.shards };
+async function submitSinglePass(ctx: ProducerContext, t: TrainingAsk): Promise<Submitted & { flow: string }> {
+  const r = await submitTraining(ctx, {
+    images: datasetPrefix(t.dataset), category: t.category, version: t.version, runId: t.runId, shardSize: t.shardSize,
+    coresetSize: t.bankRows, fanIn: PAYLOAD_LIMITS.fanIn, perShardCoresetRatio: null, frame: SCALE_FRAME, weights: t.weights,
+  });
+  if (r.tree && r.tree.depth > 1) throw new Error(`single pass over ${t.images} images needs more than ${PAYLOAD_LIMITS.fanIn} shards: raise --shard-size`);
+  return { runId: r.runId, kind: 'training', jobs: r.shards + 1, shards: r.shards, flow: 'single-pass' };
 }
 
-/** What today's unlabelled stand-in needs beside the archive images (see submitUnlabelled). */
-async function prepareUnlabelled(store: ObjectStore, dataDir: string, dataset: string): Promise<void> {
-  const prefix = datasetPrefix(dataset);
-  for (const entry of subfolders(join(dataDir, 'test')).filter((d) => d !== 'good')) {
-    await store.uploadDir(join(dataDir, 'test', entry), `${prefix}test/${entry}/`);
-  }
-  await store.uploadDir(join(dataDir, 'ground_truth'), `${prefix}ground_truth/`);
+/** Unlabelled scoring of the archive's first `count` images (`submit score --images <prefix>`), at the model's threshold. */
+async function submitUnlabelled(ctx: ProducerContext, u: { dataset: string; category: string; version: string; runId: string; shardSize: number }): Promise<Submitted> {
+  const r = await submitScoring(ctx, { images: datasetPrefix(u.dataset), category: u.category, version: u.version, runId: u.runId, shardSize: u.shardSize });
+  return { runId: r.runId, kind: 'evaluation', jobs: r.shards + 1, shards: r.shards };
 }
 
 // ---- the benchmark ---------------------------------------------------------------------------------------------
 
-const subfolders = (dir: string): string[] =>
-  readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
 const round = (x: number, digits = 3): number => Number(x.toFixed(digits));
 const toSeconds = (ms: number): number => round(ms / 1000, 2);
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
@@ -497,7 +486,6 @@ export async function runScale(o: ScaleOptions): Promise<ScaleReport> {
     const t0 = performance.now();
     const bytes = await writeArchive(c.store, targets, { seed: o.seed, sourceDir: join(o.data, 'train', 'good'), onImage: () => bar.tick() });
     bar.stop();
-    for (const n of unlabelledSizes(o.sizes)) await prepareUnlabelled(c.store, o.data, datasets.unlabelled(n));
     const archive = { images: total, bytes: [...bytes.values()].reduce((a, b) => a + b, 0), wall_s: round((performance.now() - t0) / 1000, 1) };
     say(`scale: archive of ${total} images written in ${archive.wall_s} s (${archive.bytes} bytes over ${targets.length} prefixes)`);
 
