@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { defaultDatasetDir, defaultWeightsPath } from '../shared/paths.js';
 import { UsageError, defineCommand, option, optionTable, positional, positiveInt, toggle } from './args.js';
 import { OPTIONS } from './options.js';
+import { BENCHMARK } from './commands/benchmark.js';
 import { DEMO } from './commands/demo.js';
 import { CANCEL, GC, RETRY } from './commands/ops.js';
 import { EVALUATE, FIT } from './commands/local.js';
@@ -14,7 +15,7 @@ import {
   INGEST, REPORT_GET, SCHEDULE_LIST, SCHEDULE_REMOVE, SCHEDULE_SET, STATUS, SUBMIT_EVALUATE, SUBMIT_TRAIN, WORKER,
 } from './commands/pipeline.js';
 
-const COMMANDS = [FIT, EVALUATE, DEMO, INGEST, SUBMIT_TRAIN, SUBMIT_EVALUATE, STATUS, WORKER, REPORT_GET, SCHEDULE_SET, SCHEDULE_LIST, SCHEDULE_REMOVE, GC, RETRY, CANCEL];
+const COMMANDS = [FIT, EVALUATE, DEMO, BENCHMARK, INGEST, SUBMIT_TRAIN, SUBMIT_EVALUATE, STATUS, WORKER, REPORT_GET, SCHEDULE_SET, SCHEDULE_LIST, SCHEDULE_REMOVE, GC, RETRY, CANCEL];
 
 /** The flags a help text documents: lines starting with "  --flag". */
 const helpFlags = (usage: string) => [...usage.matchAll(/^ {2}--([a-z0-9-]+)/gm)].map((m) => m[1]);
