@@ -141,6 +141,8 @@ function notes(results: BenchmarkResults): string[] {
   return out;
 }
 
+const counted = (r: BenchmarkResults) => `${r.categories.length} ${r.categories.length === 1 ? 'category' : 'categories'}`;
+
 const REFERENCE_NAME = 'the PyTorch reference (../shared/bench/ref_patchcore.py)';
 
 export function renderMarkdown(results: BenchmarkResults): string {
@@ -154,7 +156,7 @@ export function renderMarkdown(results: BenchmarkResults): string {
   return [
     `# patchcore benchmark`,
     '',
-    `${results.categories.length} categories under \`${results.data}\`, ${results.mode}, ${results.created_at}` + (failed ? `; ${failed} failed` : '') + '.',
+    `${counted(results)} under \`${results.data}\`, ${results.mode}, ${results.created_at}` + (failed ? `; ${failed} failed` : '') + '.',
     `Settings: ${settingsLine(results)}.`,
     '',
     line(HEAD),
@@ -185,7 +187,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}tr.reference td{color:
 td.error{color:#b00020}
 </style></head><body>
 <h1>patchcore benchmark</h1>
-<p>${results.categories.length} categories under <code>${escapeHtml(results.data)}</code>, ${escapeHtml(results.mode)}, ${escapeHtml(results.created_at)}.<br>
+<p>${counted(results)} under <code>${escapeHtml(results.data)}</code>, ${escapeHtml(results.mode)}, ${escapeHtml(results.created_at)}.<br>
 Settings: ${escapeHtml(settingsLine(results))}.</p>
 <table><thead><tr>${th}</tr></thead><tbody>
 ${body}
