@@ -4,7 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
-import { defaultDatasetDir, defaultWeightsPath } from '../shared/paths.js';
+import { join } from 'node:path';
+import { defaultDatasetDir, defaultWeightsPath, sharedDir } from '../shared/paths.js';
 import { UsageError, defineCommand, option, optionTable, positional, positiveInt, toggle } from './args.js';
 import { OPTIONS } from './options.js';
 import { BENCHMARK } from './commands/benchmark.js';
@@ -142,4 +143,16 @@ test('parsed values: converted, with the defaults of the table or of the command
   assert.deepEqual(SCHEDULE_SET.parse(['bottle', '--dataset', 'd', '--cron', '0 3 * * *']), { category: 'bottle', dataset: 'd', cron: '0 3 * * *' });
   assert.deepEqual(WORKER.parse(['index']), { kind: 'index' });
   assert.deepEqual(REPORT_GET.parse(['r', 'd']), { run: 'r', dir: 'd' });
+});
+
+test('benchmark: the categories as a list, the shared datasets folder by default, model settings undefined unless given', () => {
+  assert.deepEqual(BENCHMARK.parse(['--out', 'bm']), {
+    data: join(sharedDir(), 'datasets'), out: 'bm', compare: false, distributed: false, weights: defaultWeightsPath(),
+  });
+  assert.deepEqual(BENCHMARK.parse(['--out', 'bm', '--categories', ' bottle, capsules ', '--compare', '--crop', 'none']), {
+    data: join(sharedDir(), 'datasets'), out: 'bm', categories: ['bottle', 'capsules'], compare: true, distributed: false,
+    weights: defaultWeightsPath(), crop: null,
+  });
+  assert.equal(usageError(() => BENCHMARK.parse(['--out', 'bm', '--coreset-ratio', '2'])), 'patchcore benchmark: --coreset-ratio: expected a ratio in (0, 1]');
+  assert.match(BENCHMARK.usage, /^patchcore benchmark --data <root> --out <dir> \[--categories a,b\] \[--compare\] \[--distributed\] \[options\]$/m);
 });
