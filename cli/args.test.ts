@@ -4,9 +4,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
-import { defaultDatasetDir, defaultWeightsPath } from '../shared/paths.js';
+import { join } from 'node:path';
+import { defaultDatasetDir, defaultWeightsPath, sharedDir } from '../shared/paths.js';
 import { UsageError, defineCommand, option, optionTable, positional, positiveInt, toggle } from './args.js';
 import { OPTIONS } from './options.js';
+import { BENCHMARK } from './commands/benchmark.js';
 import { DEMO } from './commands/demo.js';
 import { CANCEL, GC, RETRY } from './commands/ops.js';
 import { EVALUATE, FIT } from './commands/local.js';
@@ -14,7 +16,7 @@ import {
   INGEST, REPORT_GET, SCHEDULE_LIST, SCHEDULE_REMOVE, SCHEDULE_SET, STATUS, SUBMIT_EVALUATE, SUBMIT_SCORE, SUBMIT_TRAIN, WORKER,
 } from './commands/pipeline.js';
 
-const COMMANDS = [FIT, EVALUATE, DEMO, INGEST, SUBMIT_TRAIN, SUBMIT_EVALUATE, SUBMIT_SCORE, STATUS, WORKER, REPORT_GET, SCHEDULE_SET, SCHEDULE_LIST, SCHEDULE_REMOVE, GC, RETRY, CANCEL];
+const COMMANDS = [FIT, EVALUATE, DEMO, BENCHMARK, INGEST, SUBMIT_TRAIN, SUBMIT_EVALUATE, SUBMIT_SCORE, STATUS, WORKER, REPORT_GET, SCHEDULE_SET, SCHEDULE_LIST, SCHEDULE_REMOVE, GC, RETRY, CANCEL];
 
 /** The flags a help text documents: lines starting with "  --flag". */
 const helpFlags = (usage: string) => [...usage.matchAll(/^ {2}--([a-z0-9-]+)/gm)].map((m) => m[1]);
@@ -141,4 +143,16 @@ test('parsed values: converted, with the defaults of the table or of the command
   assert.deepEqual(SCHEDULE_SET.parse(['bottle', '--dataset', 'd', '--cron', '0 3 * * *']), { category: 'bottle', dataset: 'd', cron: '0 3 * * *' });
   assert.deepEqual(WORKER.parse(['index']), { kind: 'index' });
   assert.deepEqual(REPORT_GET.parse(['r', 'd']), { run: 'r', dir: 'd' });
+});
+
+test('benchmark: the categories as a list, the shared datasets folder by default, model settings undefined unless given', () => {
+  assert.deepEqual(BENCHMARK.parse(['--out', 'bm']), {
+    data: join(sharedDir(), 'datasets'), out: 'bm', compare: false, distributed: false, weights: defaultWeightsPath(),
+  });
+  assert.deepEqual(BENCHMARK.parse(['--out', 'bm', '--categories', ' bottle, capsules ', '--compare', '--crop', 'none']), {
+    data: join(sharedDir(), 'datasets'), out: 'bm', categories: ['bottle', 'capsules'], compare: true, distributed: false,
+    weights: defaultWeightsPath(), crop: null,
+  });
+  assert.equal(usageError(() => BENCHMARK.parse(['--out', 'bm', '--coreset-ratio', '2'])), 'patchcore benchmark: --coreset-ratio: expected a ratio in (0, 1]');
+  assert.match(BENCHMARK.usage, /^patchcore benchmark --data <root> --out <dir> \[--categories a,b\] \[--compare\] \[--distributed\] \[options\]$/m);
 });

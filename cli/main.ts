@@ -1,5 +1,6 @@
 // The `patchcore` command: one entry point for the local commands, the distributed pipeline and the workers.
 import { UsageError } from './args.js';
+import { BENCHMARK_USAGE, benchmarkCommand } from './commands/benchmark.js';
 import { DEMO_USAGE, demoCommand } from './commands/demo.js';
 import { EVALUATE_USAGE, FIT_USAGE, evaluateCommand, fitCommand } from './commands/local.js';
 import {
@@ -12,6 +13,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   fit: { run: fitCommand, usage: FIT_USAGE, summary: 'train a model folder from a category folder (in-process)' },
   evaluate: { run: evaluateCommand, usage: EVALUATE_USAGE, summary: 'score a category\'s test set and write metrics.json and the report' },
   demo: { run: demoCommand, usage: DEMO_USAGE, summary: 'the distributed pipeline end to end on this machine (train, evaluate, report)' },
+  benchmark: { run: benchmarkCommand, usage: BENCHMARK_USAGE, summary: 'fit and evaluate every category under a folder; one results table (--compare: with the reference)' },
   ingest: { run: ingestCommand, usage: INGEST_USAGE, summary: 'upload a local category folder to the bucket' },
   submit: { run: submitCommand, usage: SUBMIT_USAGE, summary: 'submit a training, evaluation or unlabelled scoring run to the queues' },
   status: { run: statusCommand, usage: STATUS_USAGE, summary: 'show (or --watch) a run\'s progress' },

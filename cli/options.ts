@@ -83,6 +83,12 @@ export const OPTIONS = optionTable([
   option('keep-reports', '<n>', positiveInt, 'evaluation reports kept per category, newest first').shownDefault('GC_KEEP_REPORTS or 20'),
   option('grace-hours', '<h>', intFlag.refine((n) => n >= 0, { message: 'expected an integer of at least 0' }),
     'hours a run\'s intermediates are kept when its output was never published').shownDefault('GC_GRACE_MS or 24 h'),
+
+  // The benchmark over categories (patchcore benchmark)
+  option('categories', '<a,b>', z.string().transform((s) => s.split(',').map((n) => n.trim()).filter((n) => n !== '')),
+    'only these categories (folder names), in this order').shownDefault('every category found'),
+  toggle('compare', 'also run the PyTorch reference (../shared/bench/ref_patchcore.py, /usr/bin/python3) on each category and add its figures and the ratios'),
+  toggle('distributed', 'fit and evaluate each category through the queues, as "patchcore demo" does, instead of in this process'),
 ]);
 
 const O = OPTIONS;
