@@ -6,8 +6,7 @@
 //                 the same images with the same settings, after ours, and prints reference / ours per stage
 //   --json <file> writes {"stages": {"<stage>": {"ours", "reference", "ratio"}}, "metrics": {...}, ...}
 // Not part of the tests: a full run takes minutes (and the reference about two more).
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -138,6 +137,7 @@ async function main(): Promise<void> {
   const { fitModel } = await import('../shared/local/fit.js');
   const { evaluateModel } = await import('../shared/local/evaluate.js');
   const { peakRssMiB } = await import('../shared/run/timings.js');
+  const { readReferenceRun, referenceArgs, referenceVariant, runReference } = await import('../shared/benchmark/reference.js');
 
   if (values.engine !== 'onnx' && values.engine !== 'tfjs') throw new Error(`--engine must be tfjs or onnx, got "${values.engine}"`);
   if (values.recipe !== 'paper' && values.recipe !== 'seed') throw new Error(`--recipe must be paper or seed, got "${values.recipe}"`);
@@ -147,7 +147,6 @@ async function main(): Promise<void> {
   if (!(coreset > 0 && coreset <= 1)) throw new Error(`--coreset must be a ratio in (0, 1], got "${values.coreset}"`);
   const dataDir = resolve(values.data ?? defaultDatasetDir());
   const weightsPath = resolve(values.weights ?? defaultWeightsPath());
-  const reference = join(sharedDir(), 'bench', 'ref_patchcore.py');
   if (values.compare && !existsSync(values.python!)) {
     throw new Error(`--compare needs ${values.python} with the reference's Debian packages (see ${join(sharedDir(), 'bench', 'README.md')})`);
   }
@@ -176,16 +175,11 @@ async function main(): Promise<void> {
 
     let ref: { stages: Record<Stage, number>; metrics: MetricsRow; peakRssMiB: number | null; forwardImagesPerSecond: number } | null = null;
     if (values.compare) {
-      const variant = recipe === 'paper' ? 'official' : 'seed';
+      const variant = referenceVariant(recipe);
       const out = join(tmp, 'reference.json');
       process.stderr.write(`bench: running the reference (${variant}, coreset ${coreset})\n`);
-      const peakKiB = await runReference(values.python!, [reference, '--data', dataDir, '--weights', weightsPath, '--out', out,
-        '--variant', variant, '--coreset', String(coreset)]);
-      const doc = JSON.parse(readFileSync(out, 'utf8')) as {
-        runs: Record<string, { timings_s: Record<string, number>; metrics: Record<string, number>; counts: Record<string, number> }>;
-      };
-      const run = doc.runs[`${variant}_c${coreset}`] ?? Object.values(doc.runs)[0];
-      if (!run) throw new Error(`reference JSON ${out} holds no run`);
+      const peakKiB = await runReference(values.python!, referenceArgs({ data: dataDir, weights: weightsPath, out, recipe, coreset }));
+      const run = readReferenceRun(out, variant, coreset);
       ref = {
         forwardImagesPerSecond: (run.counts.train_images + run.counts.test_images) / (run.timings_s.train_forward_s + run.timings_s.test_forward_s),
         stages: referenceStages(run.timings_s),
@@ -344,29 +338,6 @@ async function recallSweep(modelDir: string, dataDir: string, weightsPath: strin
     hnsw,
     smallest_ef_for_099: hnsw.find((r) => r.recall >= 0.99)?.ef ?? null,
   };
-}
-
-/** Runs the reference with its output streamed to our stderr; returns its peak RSS in KiB when /usr/bin/time is there. */
-function runReference(python: string, args: string[]): Promise<number | null> {
-  const timeBin = '/usr/bin/time';
-  const useTime = existsSync(timeBin);
-  const [cmd, argv] = useTime ? [timeBin, ['-f', 'bench-maxrss-kib=%M', python, ...args]] : [python, args];
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderrTail = '';
-    child.stdout.on('data', (d: Buffer) => process.stderr.write(`[reference] ${d}`));
-    // GNU time writes its line a few bytes at a time: it is parsed from the tail once the child is done.
-    child.stderr.on('data', (d: Buffer) => {
-      stderrTail = (stderrTail + d.toString()).slice(-4000);
-      process.stderr.write(d);
-    });
-    child.on('error', (e) => reject(new Error(`cannot start the reference (${python}): ${e.message}`)));
-    child.on('close', (code) => {
-      const m = /bench-maxrss-kib=(\d+)/.exec(stderrTail);
-      if (code === 0) resolvePromise(m ? Number(m[1]) : null);
-      else reject(new Error(`the reference exited with code ${code}:\n${stderrTail}`));
-    });
-  });
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
