@@ -12,7 +12,7 @@ import { ObjectStore } from '../../shared/storage/object-store.js';
 import { listSchedules, removeSchedule, setSchedule } from '../../services/producer/scheduler.js';
 import { ingestDataset, runKindOf, submitEvaluation, submitTraining, waitForRun } from '../../services/producer/submit.js';
 import { UsageError, defineCommand, positional } from '../args.js';
-import { FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, QUEUE_OPTIONS, allOptional } from '../options.js';
+import { FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, QUEUE_OPTIONS, allOptional, frameSpecFromOptions } from '../options.js';
 
 const WORKER_KINDS = ['features', 'index', 'score', 'scheduler'] as const;
 
@@ -113,7 +113,7 @@ export async function submitCommand(argv: string[]): Promise<void> {
       submitted = await submitTraining(ctx, {
         dataset: o.dataset, category: o.category, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
         perShardCoresetRatio: o['per-shard-coreset'] ?? null, shardSize: o['shard-size'], batchSize: o['batch-size'],
-        seed: o.seed, frame: { resize: o.resize, crop: o.crop }, runId: o['run-id'], version: o.version,
+        seed: o.seed, frame: frameSpecFromOptions(o), runId: o['run-id'], version: o.version,
         weights: { file: weightsPath, sha256: await sha256File(weightsPath) },
       });
       process.stdout.write(JSON.stringify(submitted) + '\n');

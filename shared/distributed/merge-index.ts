@@ -63,8 +63,8 @@ export async function mergeShardsIntoModel(
   const trainPatches = files.reduce((s, f) => s + Number(f.header.patches ?? f.header.count), 0);
   const images = files.reduce((s, f) => s + f.header.images.length, 0);
   if (rows === 0) throw new Error(`training run ${p.runId}: no shard produced any features (every image failed?)`);
-  const grids = new Set(files.filter((f) => f.header.count > 0).map((f) => f.header.grid.join('x')));
-  if (grids.size > 1) throw new Error(`training run ${p.runId}: shards disagree on the patch grid (${[...grids].join(', ')})`);
+  // Images of different sizes have their own grids; the manifest records the first image's, as a local fit does.
+  const grid = files.find((f) => f.header.count > 0)!.header.grid;
   // A run that could not read more than the allowed share of its images fails instead of publishing from the rest.
   const skippedImages = p.shards.flatMap((s) => shardResults.get(s)?.failed ?? []);
   checkFailedShare(`training run ${p.runId}`, skippedImages, images + skippedImages.length, p.maxFailedShare);
@@ -89,7 +89,6 @@ export async function mergeShardsIntoModel(
 
     const results = p.shards.map((s) => shardResults.get(s)).filter((r) => r !== undefined);
     const first = results[0];
-    const grid = [...grids][0].split('x').map(Number) as [number, number];
     const lastShardDone = Math.max(0, ...results.map((r) => r.finished_at ?? 0));
     const manifest = buildPatchcoreManifest({
       category: p.category, recipe, grid, weights: p.weights,

@@ -26,7 +26,7 @@ const sumBackbone: BackboneEngine = {
   dispose() {},
 };
 const sumRecipe: FeatureRecipe = {
-  name: 'paper', layers: ['conv2_block3_out'], dim: 3, defaultCoresetRatio: 0.1,
+  name: 'paper', layers: ['conv2_block3_out'], dim: 3, defaultCoresetRatio: 0.1, stride: null,
   embed: (maps, i) => ({ data: maps.conv2_block3_out.data.slice(i * 3, i * 3 + 3), gridH: 1, gridW: 1, dim: 3 }),
 };
 
