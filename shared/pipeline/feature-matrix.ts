@@ -24,15 +24,15 @@ export class FeatureMatrix {
 
   constructor(private readonly capacityImages: number, readonly dim: number) {}
 
-  add(id: string, features: Pick<PatchFeatures, 'data' | 'gridH' | 'gridW' | 'dim'>): void {
+  add(id: string, features: Pick<PatchFeatures, 'data' | 'gridH' | 'gridW' | 'dim' | 'tiles'>): void {
     if (features.dim !== this.dim) throw new Error(`image "${id}" has ${features.dim}-dim features, the matrix ${this.dim}`);
     const patches = features.gridH * features.gridW;
     if (features.data.length !== patches * this.dim) {
       throw new Error(`image "${id}" has ${features.data.length} feature values, expected ${features.gridH}x${features.gridW}x${this.dim}`);
     }
     if (!this.data) {
-      this.gridH = features.gridH;
-      this.gridW = features.gridW;
+      this.gridH = features.tiles?.tileH ?? features.gridH;
+      this.gridW = features.tiles?.tileW ?? features.gridW;
       this.data = new Float32Array(Math.max(this.capacityImages, 1) * features.data.length);
     }
     const needed = (this.rows + patches) * this.dim;
