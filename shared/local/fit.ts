@@ -1,5 +1,6 @@
 // In-process training: normal images -> patch features -> coreset -> memory bank with its HNSW index -> model folder.
 import { mkdir } from 'node:fs/promises';
+import { UserError } from '../errors.js';
 import { join } from 'node:path';
 import {
   DEFAULT_CALIBRATION_IMAGES, calibrationBatches, createBackbone, type BackboneCalibration, type EngineName, type Precision,
@@ -72,7 +73,7 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
 
   // Validate everything cheap before any expensive work starts.
   checkTiling(frame, recipe);
-  if (frame.tile && opts.reweightNeighbours) throw new Error('image score re-weighting (reweightNeighbours) does not apply to tiled models');
+  if (frame.tile && opts.reweightNeighbours) throw new UserError('image score re-weighting (reweightNeighbours) does not apply to tiled models');
   const dataset = listMvtecDataset(opts.dataDir, { train: true });
   const train = opts.limit ? dataset.train.slice(0, opts.limit) : dataset.train;
   const weightsSha = await weightsSha256(opts.weightsPath);

@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { BackboneEngine } from '../backbone/engine.js';
 import { BACKBONE_OUTPUTS } from '../backbone/resnet50.js';
+import { UserError } from '../errors.js';
 import type { FeatureRecipe, PatchFeatures } from '../features/recipes.js';
 import { cropHwc, decodeImage, planTiles, toModelInput, type Frame, type FrameSpec } from '../image/index.js';
 import { nhwc } from '../tensor.js';
@@ -184,11 +185,12 @@ async function prepareBatch(batch: ImageSource[], opts: ExtractOptions, pool: De
 /** Refuses a tiled spec the backbone or the recipe cannot follow, before any image is read. */
 export function checkTiling(spec: FrameSpec, recipe: FeatureRecipe): void {
   if (spec.tile === undefined || spec.tile === null) return;
+  if (spec.crop !== null) throw new UserError(`frame spec "tile" ${spec.tile} needs the whole image: it cannot be combined with "crop" ${spec.crop}`);
   if (spec.tile % BACKBONE_INPUT_ALIGN !== 0) {
-    throw new Error(`frame spec "tile" ${spec.tile} must be a multiple of ${BACKBONE_INPUT_ALIGN} (the backbone's stride)`);
+    throw new UserError(`frame spec "tile" ${spec.tile} must be a multiple of ${BACKBONE_INPUT_ALIGN} (the backbone's stride)`);
   }
   if (recipe.stride === null) {
-    throw new Error(`the ${recipe.name} recipe's patch grid has a fixed size, so its tiles cannot be stitched: tiling needs a recipe whose grid follows the input (paper)`);
+    throw new UserError(`the ${recipe.name} recipe's patch grid has a fixed size, so its tiles cannot be stitched: tiling needs a recipe whose grid follows the input (paper)`);
   }
 }
 
