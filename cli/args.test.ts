@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { join } from 'node:path';
 import { defaultDatasetDir, defaultWeightsPath, sharedDir } from '../shared/paths.js';
 import { UsageError, defineCommand, option, optionTable, positional, positiveInt, toggle } from './args.js';
-import { OPTIONS } from './options.js';
+import { OPTIONS, frameSpecFromOptions } from './options.js';
 import { BENCHMARK } from './commands/benchmark.js';
 import { DEMO } from './commands/demo.js';
 import { CANCEL, GC, RETRY } from './commands/ops.js';
@@ -124,13 +124,29 @@ test('a bad value is refused naming the command and the flag', () => {
 });
 
 test('parsed values: converted, with the defaults of the table or of the command, undefined where the library decides', () => {
+  // The frame: a preset (whole by default), --resize and --crop undefined unless given, then overriding the preset.
   assert.deepEqual(FIT.parse(['--model', 'm']), {
-    method: 'patchcore', data: defaultDatasetDir(), model: 'm', seed: 0, resize: 256, crop: 224, 'batch-size': 8,
+    method: 'patchcore', data: defaultDatasetDir(), model: 'm', seed: 0, frame: 'whole', 'batch-size': 8,
   });
-  assert.deepEqual(FIT.parse(['--model', 'm', '--resize', 'none', '--coreset-ratio', ' 0.25 ', '--engine', 'onnx', '--limit', '3']), {
-    method: 'patchcore', data: defaultDatasetDir(), model: 'm', seed: 0, resize: null, crop: 224, 'batch-size': 8, limit: 3,
+  assert.deepEqual(frameSpecFromOptions(FIT.parse(['--model', 'm'])), { resize: 256, crop: null });
+  assert.deepEqual(frameSpecFromOptions(FIT.parse(['--model', 'm', '--frame', 'paper'])), { resize: 256, crop: 224 });
+  const paperNoResize = FIT.parse(['--model', 'm', '--frame', 'paper', '--resize', 'none', '--coreset-ratio', ' 0.25 ', '--engine', 'onnx', '--limit', '3']);
+  assert.deepEqual(paperNoResize, {
+    method: 'patchcore', data: defaultDatasetDir(), model: 'm', seed: 0, frame: 'paper', resize: null, 'batch-size': 8, limit: 3,
     'coreset-ratio': 0.25, engine: 'onnx',
   });
+  assert.deepEqual(frameSpecFromOptions(paperNoResize), { resize: null, crop: 224 });
+  assert.deepEqual(frameSpecFromOptions(FIT.parse(['--model', 'm', '--crop', '224'])), { resize: 256, crop: 224 });
+  assert.deepEqual(frameSpecFromOptions(FIT.parse(['--model', 'm', '--tile', '128'])), { resize: 256, crop: null, tile: 128, tileOverlap: 32 });
+  assert.deepEqual(frameSpecFromOptions(FIT.parse(['--model', 'm', '--resize', 'none', '--tile', '512', '--tile-overlap', '64'])),
+    { resize: null, crop: null, tile: 512, tileOverlap: 64 });
+  const frameError = (...argv: string[]) => usageError(() => frameSpecFromOptions(FIT.parse(['--model', 'm', ...argv])));
+  assert.equal(frameError('--frame', 'paper', '--tile', '128'),
+    '--tile needs the whole image, but the frame crops to 224: leave --frame at whole and --crop unset (or none)');
+  assert.equal(frameError('--tile-overlap', '16'), '--tile-overlap needs --tile');
+  assert.equal(frameError('--tile', '128', '--tile-overlap', '128'), '--tile-overlap 128 must be smaller than --tile 128');
+  assert.equal(usageError(() => FIT.parse(['--model', 'm', '--tile', '100'])), 'patchcore fit: --tile: expected a multiple of 16');
+  assert.equal(usageError(() => FIT.parse(['--model', 'm', '--frame', 'square'])), 'patchcore fit: --frame: Invalid option: expected one of "whole"|"paper"');
   assert.deepEqual(EVALUATE.parse(['--model', 'a', '--model', 'b', '--out', 'e']), {
     model: ['a', 'b'], data: defaultDatasetDir(), out: 'e', weights: defaultWeightsPath(), engine: 'auto', 'batch-size': 8,
     'recall-sample': 2000, threshold: 'f1-max',

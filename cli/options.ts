@@ -7,9 +7,11 @@ import { AUTOENCODER_TRAINING_DEFAULTS } from '../shared/autoencoder/fit.js';
 import { DEFAULT_AUTOENCODER_CONFIG } from '../shared/autoencoder/architecture.js';
 import { ENGINE_NAMES, PRECISIONS } from '../shared/backbone/engine.js';
 import { RECIPE_NAMES, getRecipe } from '../shared/features/recipes.js';
+import { DEFAULT_TILE_OVERLAP, FRAME_PRESETS, type FramePreset, type FrameSpec } from '../shared/image/index.js';
 import { defaultDatasetDir, defaultWeightsPath } from '../shared/paths.js';
-import { CliOption, choice, intFlag, numberFlag, option, optionTable, positiveInt, ratio, sizeOrNone, toggle } from './args.js';
+import { CliOption, UsageError, choice, intFlag, numberFlag, option, optionTable, positiveInt, ratio, sizeOrNone, toggle } from './args.js';
 
+const FRAME_PRESET_NAMES = Object.keys(FRAME_PRESETS) as [FramePreset, ...FramePreset[]];
 const fraction = numberFlag.refine((r) => r >= 0 && r < 1, { message: 'expected a fraction in [0, 1)' });
 const recipeCoresetRatios = RECIPE_NAMES.map((n) => `${getRecipe(n).defaultCoresetRatio} for ${n}`).join(', ');
 
@@ -34,8 +36,15 @@ export const OPTIONS = optionTable([
     .default('fp32'),
 
   // The frame every image is brought to
-  option('resize', '<n|none>', sizeOrNone, 'shorter side before cropping').default(256),
-  option('crop', '<n|none>', sizeOrNone, 'centre crop').default(224),
+  choice('frame', FRAME_PRESET_NAMES, 'how images are framed. whole: the whole image, aspect ratio kept (the shorter side to --resize, no crop); paper: the MVTec AD paper protocol (shorter side 256, centre crop 224). --resize and --crop override the preset\'s values')
+    .default('whole'),
+  option('resize', '<n|none>', sizeOrNone, 'shorter side before cropping (none: the original size); the uncropped image is then brought to the nearest multiple of 16 per side, as the backbone needs')
+    .shownDefault('256'),
+  option('crop', '<n|none>', sizeOrNone, 'centre crop').shownDefault('none; 224 with --frame paper'),
+  option('tile', '<px>', positiveInt.refine((n) => n % 16 === 0, { message: 'expected a multiple of 16' }),
+    'PatchCore: cut the (resized) image into overlapping <px> x <px> tiles, each run through the backbone at that size; the bank holds every tile\'s patches and scoring stitches the tiles\' maps (overlaps averaged). Recorded in the model; needs the whole image (no crop) and the paper recipe'),
+  option('tile-overlap', '<px>', intFlag.refine((n) => n >= 0, { message: 'expected 0 or more' }), 'pixels shared by neighbouring tiles, at least')
+    .shownDefault(String(DEFAULT_TILE_OVERLAP)),
 
   // What a PatchCore model is made of
   choice('recipe', RECIPE_NAMES, 'patch feature recipe').default('paper'),
@@ -98,8 +107,24 @@ export function allOptional<const G extends readonly CliOption[]>(group: G): { [
   return group.map((o) => o.optional()) as { [K in keyof G]: ReturnType<G[K]['optional']> };
 }
 
-/** The image frame: resize, then centre crop. */
-export const FRAME_OPTIONS = [O.resize, O.crop] as const;
+/** The image frame: a preset, then resize and centre crop overriding it. */
+export const FRAME_OPTIONS = [O.frame, O.resize, O.crop] as const;
+/** Tiling of the frame (local fit; evaluate takes it from the model). */
+export const TILE_OPTIONS = [O.tile, O['tile-overlap']] as const;
+
+/** The FrameSpec the frame options describe: the preset, with --resize and --crop (and tiling, where given) over it. */
+export function frameSpecFromOptions(o: {
+  frame: FramePreset; resize?: number | null; crop?: number | null; tile?: number; 'tile-overlap'?: number;
+}): FrameSpec {
+  const preset = FRAME_PRESETS[o.frame];
+  const spec: FrameSpec = { resize: o.resize !== undefined ? o.resize : preset.resize, crop: o.crop !== undefined ? o.crop : preset.crop };
+  if (o['tile-overlap'] !== undefined && o.tile === undefined) throw new UsageError('--tile-overlap needs --tile');
+  if (o.tile === undefined) return spec;
+  if (spec.crop !== null) throw new UsageError(`--tile needs the whole image, but the frame crops to ${spec.crop}: leave --frame at whole and --crop unset (or none)`);
+  const tileOverlap = o['tile-overlap'] ?? DEFAULT_TILE_OVERLAP;
+  if (tileOverlap >= o.tile) throw new UsageError(`--tile-overlap ${tileOverlap} must be smaller than --tile ${o.tile}`);
+  return { ...spec, tile: o.tile, tileOverlap };
+}
 /** The backbone that makes the features. */
 export const BACKBONE_OPTIONS = [O.weights, O.engine] as const;
 /** What a PatchCore model is made of: the feature recipe and how much of the training patches the bank keeps. */

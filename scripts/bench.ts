@@ -2,6 +2,8 @@
 // coreset) through the library's real code paths (fitModel, evaluateModel), then print the time of every stage,
 // throughput and peak RSS, as a table and as JSON. It also measures HNSW recall@1 against exact search on the
 // test patches for several efSearch values, and the per-image cost of both searches.
+//   --frame       whole|paper (default paper: resize 256 + centre crop 224, 784 patches per image, like the
+//                 reference's 224 crop, so the two compare like for like; whole = the library's default frame)
 //   --compare     also runs the PyTorch reference (../shared/bench/ref_patchcore.py, Debian's /usr/bin/python3) on
 //                 the same images with the same settings, after ours, and prints reference / ours per stage
 //   --json <file> writes {"stages": {"<stage>": {"ours", "reference", "ratio"}}, "metrics": {...}, ...}
@@ -106,6 +108,8 @@ const USAGE = `npm run bench -- [options]
   --engine tfjs|onnx   backbone engine (default onnx)
   --recipe paper|seed  feature recipe (default paper; the reference's "official" resp. "seed" variant)
   --coreset <r>        coreset ratio (default 0.1 for paper, 0.01 for seed)
+  --frame whole|paper  image frame (default paper: shorter side 256, centre crop 224, the reference's frame and
+                       784 patches per image, so the comparison is like for like; whole is "patchcore fit"'s default)
   --compare            also run the PyTorch reference on the same images and settings, after ours
   --json <file>        write the results as JSON
   --no-recall          skip the HNSW recall / search-cost sweep
@@ -122,7 +126,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       data: { type: 'string' }, weights: { type: 'string' }, engine: { type: 'string', default: 'onnx' },
-      recipe: { type: 'string', default: 'paper' }, coreset: { type: 'string' }, compare: { type: 'boolean', default: false },
+      recipe: { type: 'string', default: 'paper' }, frame: { type: 'string', default: 'paper' }, coreset: { type: 'string' }, compare: { type: 'boolean', default: false },
       json: { type: 'string' }, 'no-recall': { type: 'boolean', default: false }, python: { type: 'string', default: '/usr/bin/python3' },
       keep: { type: 'boolean', default: false }, help: { type: 'boolean', default: false },
     },
@@ -141,6 +145,10 @@ async function main(): Promise<void> {
 
   if (values.engine !== 'onnx' && values.engine !== 'tfjs') throw new Error(`--engine must be tfjs or onnx, got "${values.engine}"`);
   if (values.recipe !== 'paper' && values.recipe !== 'seed') throw new Error(`--recipe must be paper or seed, got "${values.recipe}"`);
+  const { FRAME_PRESETS } = await import('../shared/image/index.js');
+  if (!(values.frame! in FRAME_PRESETS)) throw new Error(`--frame must be ${Object.keys(FRAME_PRESETS).join(' or ')}, got "${values.frame}"`);
+  const frameName = values.frame as keyof typeof FRAME_PRESETS;
+  const frame = FRAME_PRESETS[frameName];
   const engine = values.engine;
   const recipe = values.recipe;
   const coreset = values.coreset !== undefined ? Number(values.coreset) : recipe === 'paper' ? 0.1 : 0.01;
@@ -155,10 +163,11 @@ async function main(): Promise<void> {
   const modelDir = join(tmp, 'model');
   const outDir = join(tmp, 'evaluate');
   try {
-    process.stderr.write(`bench: ${dataDir}, ${recipe} recipe, coreset ${coreset}, engine ${engine}; work folder ${tmp}\n`);
+    const frameNote = frameName === 'paper' ? 'paper frame (256, centre crop 224: 784 patches per image, as the reference)' : `${frameName} frame`;
+    process.stderr.write(`bench: ${dataDir}, ${recipe} recipe, ${frameNote}, coreset ${coreset}, engine ${engine}; work folder ${tmp}\n`);
     const loadStart = loadavg()[0];
     const t0 = performance.now();
-    const manifest = await fitModel({ dataDir, modelDir, weightsPath, engine, recipe, coresetRatio: coreset, logger });
+    const manifest = await fitModel({ dataDir, modelDir, weightsPath, engine, recipe, coresetRatio: coreset, frame, logger });
     const t1 = performance.now();
     const metrics = await evaluateModel({ modelDir, outDir, dataDir, weightsPath, engine, logger });
     const t2 = performance.now();
@@ -170,7 +179,7 @@ async function main(): Promise<void> {
 
     const recall = values['no-recall'] ? null : await recallSweep(modelDir, dataDir, weightsPath, engine);
     // Right before the reference, so both forward passes see about the same machine load.
-    const isolated = await backboneAlone(dataDir, weightsPath, engine, recipe);
+    const isolated = await backboneAlone(dataDir, weightsPath, engine, recipe, frame);
     const loadBefore = loadavg()[0];
 
     let ref: { stages: Record<Stage, number>; metrics: MetricsRow; peakRssMiB: number | null; forwardImagesPerSecond: number } | null = null;
@@ -191,7 +200,7 @@ async function main(): Promise<void> {
     const loadAfter = loadavg()[0];
     const stages = compareStages(ours, ref?.stages);
     const result = {
-      config: { data: dataDir, recipe, coreset, engine, images, train_images: manifest.training.images, test_images: metrics.images, bank: manifest.bank.count },
+      config: { data: dataDir, recipe, frame: frameName, coreset, engine, images, train_images: manifest.training.images, test_images: metrics.images, bank: manifest.bank.count },
       stages,
       metrics: { ours: ourMetrics, ...(ref ? { reference: ref.metrics } : {}) },
       peak_rss_mib: { ours: peak, ...(ref ? { reference: ref.peakRssMiB } : {}) },
@@ -233,17 +242,20 @@ async function main(): Promise<void> {
  * Backbone throughput on its own, measured as the reference measures its forward pass: images decoded and
  * preprocessed beforehand, batches of 8, one warm-up batch not counted.
  */
-async function backboneAlone(dataDir: string, weightsPath: string, engine: 'onnx' | 'tfjs', recipeName: 'paper' | 'seed') {
+async function backboneAlone(
+  dataDir: string, weightsPath: string, engine: 'onnx' | 'tfjs', recipeName: 'paper' | 'seed', frame: import('../shared/image/index.js').FrameSpec,
+) {
   const { createBackbone } = await import('../shared/backbone/engine.js');
   const { listMvtecDataset } = await import('../shared/dataset/mvtec.js');
   const { getRecipe } = await import('../shared/features/recipes.js');
   const { loadModelInput } = await import('../shared/image/index.js');
+  const { BACKBONE_INPUT_ALIGN } = await import('../shared/pipeline/extract.js');
   const { nhwc } = await import('../shared/tensor.js');
   const batch = 8;
   const dataset = listMvtecDataset(dataDir, { train: true });
   const paths = dataset.train.slice(0, 13 * batch).map((img) => join(dataset.root, img.path));
   const inputs = [];
-  for (const p of paths) inputs.push(await loadModelInput(p));
+  for (const p of paths) inputs.push(await loadModelInput(p, frame, { align: BACKBONE_INPUT_ALIGN }));
   const { height: h, width: w } = inputs[0].frame;
   const batches: Float32Array[] = [];
   for (let i = 0; i + batch <= inputs.length; i += batch) {
@@ -292,7 +304,7 @@ async function recallSweep(modelDir: string, dataDir: string, weightsPath: strin
   let patchesPerImage = 0;
   try {
     for await (const r of extractFeatures(localSources(dataset.root, dataset.test), {
-      backbone, recipe, frame: { resize: manifest.frame.resize, crop: manifest.frame.crop }, batchSize: 8, timer: new StageTimer(),
+      backbone, recipe, frame: manifest.frame, batchSize: 8, timer: new StageTimer(),
     })) {
       if (!r.ok) continue;
       rows.push(r.features.data);

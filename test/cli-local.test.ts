@@ -21,7 +21,8 @@ const data = makeBottleSubset({ train: 6, test: { good: 2, broken_large: 2, cont
 
 test('fit then evaluate on real images writes a model, metrics.json and scores.csv', () => {
   const model = join(work, 'model');
-  const fit = patchcore(['fit', '--data', data, '--model', model, '--coreset-ratio', '0.1']);
+  // The paper frame (256, centre 224): the 28x28 grid these figures pin.
+  const fit = patchcore(['fit', '--data', data, '--model', model, '--coreset-ratio', '0.1', '--frame', 'paper']);
   assert.equal(fit.code, 0, fit.stderr);
   const manifest = JSON.parse(readFileSync(join(model, 'manifest.json'), 'utf8'));
   assert.equal(manifest.recipe, 'paper');
@@ -51,7 +52,7 @@ test('fit then evaluate on real images writes a model, metrics.json and scores.c
 
   // Same data and seed: the same bank, hence the same metrics.
   const model2 = join(work, 'model2');
-  assert.equal(patchcore(['fit', '--data', data, '--model', model2, '--coreset-ratio', '0.1']).code, 0);
+  assert.equal(patchcore(['fit', '--data', data, '--model', model2, '--coreset-ratio', '0.1', '--frame', 'paper']).code, 0);
   assert.deepEqual(readFileSync(join(model2, 'bank.f32')), readFileSync(join(model, 'bank.f32')));
   const out2 = join(work, 'eval2');
   assert.equal(patchcore(['evaluate', '--model', model2, '--data', data, '--out', out2]).code, 0);
@@ -110,7 +111,7 @@ test('--method: flags of the other method are refused by name; bad method or inp
 
 test('target-FPR threshold from good images held out at fit time, used by metrics.json and scores.csv', () => {
   const model = join(work, 'model-validation');
-  const fit = patchcore(['fit', '--data', data, '--model', model, '--validation-split', '0.34']);
+  const fit = patchcore(['fit', '--data', data, '--model', model, '--validation-split', '0.34', '--frame', 'paper']);
   assert.equal(fit.code, 0, fit.stderr);
   const manifest = JSON.parse(readFileSync(join(model, 'manifest.json'), 'utf8'));
   // Every third of the six sorted training images is held out: 002 and 005.

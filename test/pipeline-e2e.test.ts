@@ -21,6 +21,7 @@ import { createFlowProducer, runProgress } from '../shared/queue/flows.js';
 import { modelKey, reportKey } from '../shared/storage/keys.js';
 import { ObjectStore } from '../shared/storage/object-store.js';
 import { storageConfigFromEnv } from '../shared/storage/config.js';
+import { PAPER_FRAME_SPEC } from '../shared/image/index.js';
 import { ingestDataset, submitEvaluation, submitTraining, waitForRun } from '../services/producer/submit.js';
 import { listSchedules, removeSchedule, setSchedule } from '../services/producer/scheduler.js';
 import { latestKey } from '../shared/distributed/model-store.js';
@@ -74,10 +75,11 @@ test('distributed train + evaluate equals in-process fit + evaluate on the same 
     const ingested = await ingestDataset(store, data, 'bottle-mini');
     assert.equal(ingested.files, 8 + 5 + 3);
     const weights = { file: defaultWeightsPath(), sha256: await sha256File(defaultWeightsPath()) };
-    const train = await submitTraining(ctx, { dataset: 'bottle-mini', category: 'bottle', shardSize: 3, coresetRatio: 0.1, weights });
+    // The frame is given on both sides, so the comparison holds whatever either side's default.
+    const train = await submitTraining(ctx, { dataset: 'bottle-mini', category: 'bottle', shardSize: 3, coresetRatio: 0.1, weights, frame: PAPER_FRAME_SPEC });
     assert.equal(train.shards, 3);
     // Submitting the same run again adds nothing.
-    const again = await submitTraining(ctx, { dataset: 'bottle-mini', category: 'bottle', shardSize: 3, coresetRatio: 0.1, weights, runId: train.runId, version: train.version });
+    const again = await submitTraining(ctx, { dataset: 'bottle-mini', category: 'bottle', shardSize: 3, coresetRatio: 0.1, weights, frame: PAPER_FRAME_SPEC, runId: train.runId, version: train.version });
     assert.equal(again.alreadySubmitted, true);
     const trained = await waitForRun(connection, train.runId, 'training', redisConfig.prefix, { timeoutMs: 120_000 });
     assert.equal(trained.state, 'completed', `${JSON.stringify(trained.failures)}\n${workerOutput.join('')}`);
@@ -88,7 +90,7 @@ test('distributed train + evaluate equals in-process fit + evaluate on the same 
 
     // The same images and settings in one process.
     const localModel = join(work, 'model');
-    await fitModel({ dataDir: data, modelDir: localModel, weightsPath: defaultWeightsPath(), coresetRatio: 0.1, category: 'bottle', logger: log });
+    await fitModel({ dataDir: data, modelDir: localModel, weightsPath: defaultWeightsPath(), coresetRatio: 0.1, category: 'bottle', frame: PAPER_FRAME_SPEC, logger: log });
     const localOut = join(work, 'eval');
     const local = await evaluateModel({ modelDir: localModel, dataDir: data, outDir: localOut, weightsPath: defaultWeightsPath(), logger: log });
 

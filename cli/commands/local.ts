@@ -9,10 +9,10 @@ import { fitModel } from '../../shared/local/fit.js';
 import { compareModels, evaluateModel } from '../../shared/local/evaluate.js';
 import type { EvaluationMetrics } from '../../shared/evaluation/types.js';
 import { UsageError, defineCommand, heading } from '../args.js';
-import { BACKBONE_OPTIONS, FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, allOptional } from '../options.js';
+import { BACKBONE_OPTIONS, FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, TILE_OPTIONS, allOptional, frameSpecFromOptions } from '../options.js';
 
 // Options of one method only: undefined unless given, so that giving one with the other method is refused by name.
-const PATCHCORE_ONLY = allOptional([...MODEL_OPTIONS, O['coreset-size'], ...BACKBONE_OPTIONS, O.precision, O['validation-split']]);
+const PATCHCORE_ONLY = allOptional([...MODEL_OPTIONS, O['coreset-size'], ...BACKBONE_OPTIONS, O.precision, O['validation-split'], ...TILE_OPTIONS]);
 const AUTOENCODER_ONLY = [O.epochs, O['learning-rate'], O['input-size']] as const;
 
 export const FIT = defineCommand({
@@ -44,7 +44,7 @@ export async function fitCommand(argv: string[]): Promise<void> {
   const opts = FIT.parse(argv);
   const foreign = (opts.method === 'patchcore' ? AUTOENCODER_ONLY : PATCHCORE_ONLY).find((o) => opts[o.flag] !== undefined);
   if (foreign) throw new UsageError(`patchcore fit: --${foreign.flag} does not apply to --method ${opts.method}`);
-  const frame = { resize: opts.resize, crop: opts.crop };
+  const frame = frameSpecFromOptions(opts);
 
   if (opts.method === 'autoencoder') {
     const logger = createLogger('patchcore-fit');

@@ -12,7 +12,7 @@ import { ObjectStore } from '../../shared/storage/object-store.js';
 import { listSchedules, removeSchedule, setSchedule } from '../../services/producer/scheduler.js';
 import { ingestDataset, runKindOf, submitEvaluation, submitScoring, submitTraining, waitForRun } from '../../services/producer/submit.js';
 import { UsageError, defineCommand, positional } from '../args.js';
-import { FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, QUEUE_OPTIONS, allOptional } from '../options.js';
+import { FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, QUEUE_OPTIONS, allOptional, frameSpecFromOptions } from '../options.js';
 
 const WORKER_KINDS = ['features', 'index', 'score', 'scheduler'] as const;
 
@@ -144,7 +144,7 @@ export async function submitCommand(argv: string[]): Promise<void> {
         perShardCoresetRatio: o['per-shard-coreset'] ?? null, shardSize: o['shard-size'], batchSize: o['batch-size'],
         // An incremental run takes its parent's seed and frame unless they are given (the frame must then agree).
         seed: fromParent('seed') ? undefined : o.seed, runId: o['run-id'], version: o.version,
-        frame: fromParent('resize') && fromParent('crop') ? undefined : { resize: o.resize, crop: o.crop },
+        frame: fromParent('resize') && fromParent('crop') && fromParent('frame') ? undefined : frameSpecFromOptions(o),
         weights: { file: weightsPath, sha256: await sha256File(weightsPath) },
       });
       process.stdout.write(JSON.stringify(submitted) + '\n');

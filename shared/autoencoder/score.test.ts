@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_FRAME_SPEC, decodeImage, planFrame, toModelInput } from '../image/index.js';
+import { PAPER_FRAME_SPEC, decodeImage, planFrame, toModelInput } from '../image/index.js';
 import { defaultDatasetDir } from '../paths.js';
 import { toAutoencoderInput } from './preprocess.js';
 import { errorToAnomalyMap, mapMax, reconstructionError } from './score.js';
@@ -19,7 +19,7 @@ test('errorToAnomalyMap: the model frame, smoothed, with a hot pixel landing whe
   const size = 128;
   const err = new Float32Array(size * size);
   err[32 * size + 96] = 1; // row 32, column 96 of 128 -> about row 56, column 168 of 224
-  const frame = planFrame(900, 900, DEFAULT_FRAME_SPEC);
+  const frame = planFrame(900, 900, PAPER_FRAME_SPEC);
   const map = errorToAnomalyMap(err, size, frame, 4);
   assert.equal(map.length, 224 * 224);
   let best = 0;
@@ -36,12 +36,12 @@ test('errorToAnomalyMap: the model frame, smoothed, with a hot pixel landing whe
 test('toAutoencoderInput: a real bottle framed like the model input, RGB in 0..1 at 128x128', async () => {
   const file = join(defaultDatasetDir('bottle'), 'test/broken_large/000.png');
   const img = await decodeImage(readFileSync(file), file);
-  const { input, frame } = toAutoencoderInput(img, DEFAULT_FRAME_SPEC, 128);
-  assert.deepEqual(frame, planFrame(900, 900, DEFAULT_FRAME_SPEC));
+  const { input, frame } = toAutoencoderInput(img, PAPER_FRAME_SPEC, 128);
+  assert.deepEqual(frame, planFrame(900, 900, PAPER_FRAME_SPEC));
   assert.equal(input.length, 128 * 128 * 3);
   assert.ok(input.every((v) => v >= 0 && v <= 1));
   // The same view as PatchCore's input: per-channel means agree with the 224 crop (which is BGR, mean-subtracted).
-  const model = toModelInput(img, DEFAULT_FRAME_SPEC).input;
+  const model = toModelInput(img, PAPER_FRAME_SPEC).input;
   const means = (data: Float32Array, offset: number) => {
     let s = 0;
     for (let i = offset; i < data.length; i += 3) s += data[i];
@@ -55,7 +55,7 @@ test('toAutoencoderInput: a real bottle framed like the model input, RGB in 0..1
   const c = (64 * 128 + 64) * 3;
   const m = (112 * 224 + 112) * 3;
   assert.ok(Math.abs(input[c] * 255 - (model[m + 2] + mr)) < 12);
-  assert.throws(() => toAutoencoderInput(img, DEFAULT_FRAME_SPEC, 0), /input size must be a positive integer, got 0/);
+  assert.throws(() => toAutoencoderInput(img, PAPER_FRAME_SPEC, 0), /input size must be a positive integer, got 0/);
 });
 
 test('toAutoencoderInput without a crop squeezes the whole frame into the square input', () => {

@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { loadModelInput } from '../image/index.js';
+import { loadModelInput, PAPER_FRAME_SPEC } from '../image/index.js';
 import { defaultDatasetDir, defaultWeightsPath } from '../paths.js';
 import { batchItem, nhwc, type NhwcTensor } from '../tensor.js';
 import { readReference, relativeMaxError, REFERENCE_IMAGES, type ReferenceArray } from '../../test/helpers/reference.js';
@@ -86,7 +86,7 @@ test('a batch item passed as a view into a larger buffer is read from its own of
 
 test('parity with the TF.js engine on a real bottle image, at 224x224 and at 256x320', async (t) => {
   const image = join(defaultDatasetDir('bottle'), 'test', 'contamination', '000.png');
-  const square = await loadModelInput(image);
+  const square = await loadModelInput(image, PAPER_FRAME_SPEC);
   const tfjs = await createBackbone({ engine: 'tfjs', weightsPath: defaultWeightsPath(), logger: pino({ level: 'silent' }) });
   try {
     const cases: Array<[string, NhwcTensor]> = [

@@ -11,7 +11,7 @@ import { EXACT_SEARCH_MAX_ROWS, MemoryBank, BANK_FILES } from './memory-bank.js'
 import { createBackbone } from '../backbone/engine.js';
 import { listMvtecDataset } from '../dataset/mvtec.js';
 import { getRecipe } from '../features/recipes.js';
-import { DEFAULT_FRAME_SPEC } from '../image/preprocess.js';
+import { PAPER_FRAME_SPEC } from '../image/preprocess.js';
 import { defaultDatasetDir, defaultWeightsPath } from '../paths.js';
 import { extractFeatures } from '../pipeline/extract.js';
 import { localSources } from '../run/sources.js';
@@ -29,7 +29,7 @@ async function bottleFeatures(trainImages: number): Promise<{ train: Float32Arra
   let at = 0;
   try {
     for await (const r of extractFeatures(localSources(dataset.root, images), {
-      backbone, recipe: getRecipe('paper'), frame: DEFAULT_FRAME_SPEC, batchSize: 8, timer: new StageTimer(),
+      backbone, recipe: getRecipe('paper'), frame: PAPER_FRAME_SPEC, batchSize: 8, timer: new StageTimer(),
     })) {
       assert.ok(r.ok, `${r.id} failed`);
       all.set(r.features.data, at);

@@ -76,8 +76,9 @@ export interface PriorBank {
 /**
  * Downloads the inputs one at a time into one matrix allocated up front (the inputs' row counts come from their
  * jobs' results), so a step holds its merged rows plus one input's file, never all files and their copy at once.
- * `prior` rows go first. Throws naming the file on a mismatch of recipe, dims, row count or patch grid, and on an
- * image that two shard inputs both hold.
+ * `prior` rows go first. Throws naming the file on a mismatch of recipe, dims or row count, and on an image that two
+ * shard inputs both hold. Images of different sizes have their own grids; `grid` is the first input's, which the
+ * manifest records as a local fit does.
  */
 export async function gatherInputs(
   store: ObjectStore, runId: string, recipe: FeatureRecipe, inputs: readonly ReduceInput[],
@@ -94,7 +95,7 @@ export async function gatherInputs(
   let patches = prior?.manifest.coreset.trainPatches ?? 0;
   let images = 0;
   let bytes = 0;
-  const grids = new Set<string>(prior ? [prior.manifest.grid.join('x')] : []);
+  let grid: [number, number] | null = prior ? prior.manifest.grid : null;
   const inputOfImage = new Map<string, string>();
   for (const [i, input] of inputs.entries()) {
     const key = inputKey(runId, input);
@@ -106,7 +107,7 @@ export async function gatherInputs(
       throw new Error(`embeddings file "${key}" holds ${String(h.recipe)} features of ${h.dim} dims; this run uses ${recipe.name} (${dim})`);
     }
     if (expected[i] !== undefined && h.count !== expected[i]) throw new Error(`embeddings file "${key}" has ${h.count} rows; its job reported ${expected[i]}`);
-    if (h.count > 0) grids.add(h.grid.join('x'));
+    if (h.count > 0 && grid === null) grid = h.grid;
     patches += Number(h.patches ?? h.count);
     images += input.kind === 'shard' ? h.images.length : Number(h.imagesBelow ?? 0);
     // Shards never overlap when the producer made them; a run whose shards do is refused, not double-counted.
@@ -125,9 +126,7 @@ export async function gatherInputs(
     rows += h.count;
   }
   if (capacity > rows) features = features.slice(0, rows * dim);
-  if (grids.size > 1) throw new Error(`training run ${runId}: inputs disagree on the patch grid (${[...grids].join(', ')})`);
-  const grid = (grids.size ? [...grids][0].split('x').map(Number) : [1, 1]) as [number, number];
-  return { features, rows, patches, images, grid, bytes };
+  return { features, rows, patches, images, grid: grid ?? [1, 1], bytes };
 }
 
 /** What the inputs' jobs report about everything below them: skipped images, engines and job timings. */

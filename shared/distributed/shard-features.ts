@@ -60,7 +60,10 @@ export async function extractShardFeatures(p: ExtractFeaturesPayload, ctx: Shard
     // Storage faults fail the attempt (the job is retried); only undecodable images are skipped.
     if (!r.ok) src.throwIfReadFailed(r.id);
     if (r.ok) {
-      images.push({ key: p.datasetPrefix + r.id, offset: features.rows, patches: r.features.gridH * r.features.gridW, frame: r.frame });
+      images.push({
+        key: p.datasetPrefix + r.id, offset: features.rows, patches: r.features.gridH * r.features.gridW,
+        grid: [r.features.gridH, r.features.gridW], frame: r.frame, ...(r.features.tiles ? { tiles: r.features.tiles } : {}),
+      });
       features.add(r.id, r.features);
     } else {
       failed.push({ id: r.id, error: r.error });

@@ -13,6 +13,23 @@ export interface PatchFeatures {
   gridH: number;
   gridW: number;
   dim: number;
+  /**
+   * A tiled image: its rows are the tiles' patch grids one after another (tile k is rows k * tileH * tileW onwards),
+   * so gridH = tiles * tileH and gridW = tileW; `tiles` places each on the image's patch grid.
+   */
+  tiles?: TileLayout;
+}
+
+/** How the patch grids of an image's tiles sit on the image's own patch grid (all in patches). */
+export interface TileLayout {
+  /** The image's patch grid. */
+  gridH: number;
+  gridW: number;
+  /** Each tile's patch grid. */
+  tileH: number;
+  tileW: number;
+  /** Each tile's first patch on the image grid: [row, column]. */
+  origins: [number, number][];
 }
 
 export interface FeatureRecipe {
@@ -21,6 +38,8 @@ export interface FeatureRecipe {
   readonly dim: number;
   /** Coreset ratio used when the user gives none: the seed recipe has 16x more patches per image. */
   readonly defaultCoresetRatio: number;
+  /** Input pixels per patch of the grid, which follows the input's size; null when the grid has a fixed size. */
+  readonly stride: number | null;
   /** Embeds batch item `i` of the block outputs. */
   embed(maps: Record<string, NhwcTensor>, i: number): PatchFeatures;
 }
@@ -71,6 +90,7 @@ const paper: FeatureRecipe = {
   layers: ['conv3_block4_out', 'conv4_block6_out'],
   dim: 1024,
   defaultCoresetRatio: 0.1,
+  stride: 8,
   embed(maps, i) {
     const l3 = item(maps, 'conv3_block4_out', i);
     const l4 = item(maps, 'conv4_block6_out', i);
@@ -99,6 +119,7 @@ const seed: FeatureRecipe = {
   layers: ['conv2_block3_out', 'conv3_block4_out', 'conv4_block6_out'],
   dim: 1792,
   defaultCoresetRatio: 0.01,
+  stride: null,
   embed(maps, i) {
     const parts = seed.layers.map((l) => item(maps, l, i));
     const dim = parts.reduce((s, t) => s + t.c, 0);

@@ -4,7 +4,9 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeImage, decodeMask } from './decode.js';
-import { CAFFE_BGR_MEANS, loadModelInput, maskToFrame, planFrame, toModelInput, type Frame } from './preprocess.js';
+import {
+  CAFFE_BGR_MEANS, DEFAULT_FRAME_SPEC, PAPER_FRAME_SPEC, cropHwc, loadModelInput, maskToFrame, planFrame, planTiles, toModelInput, type Frame,
+} from './preprocess.js';
 import { defaultDatasetDir, referenceDir } from '../paths.js';
 import { encodeBmp, encodePng } from './test-images.js';
 
@@ -32,10 +34,10 @@ for (const [source, file] of [
   ['train/good/000.png', 'train_good_000.input.f32'],
   ['test/broken_large/000.png', 'test_broken_large_000.input.f32'],
 ]) {
-  test(`default preprocessing of ${source} matches the reference input`, async (t) => {
+  test(`paper-frame preprocessing of ${source} matches the reference input`, async (t) => {
     const reference = await readF32(join(referenceDir(), file));
     assert.equal(reference.length, 224 * 224 * 3);
-    const { input, frame } = await loadModelInput(join(bottle, source));
+    const { input, frame } = await loadModelInput(join(bottle, source), PAPER_FRAME_SPEC);
     assert.deepEqual(frame, {
       sourceWidth: 900, sourceHeight: 900, resizedWidth: 256, resizedHeight: 256,
       cropLeft: 16, cropTop: 16, width: 224, height: 224,
@@ -47,7 +49,7 @@ for (const [source, file] of [
 
     // The reference is sensitive to PIL's 8-bit rounding: plain float resampling misses the target.
     const img = await decodeImage(await readFile(join(bottle, source)), source);
-    const float = absDiff(toModelInput(img, undefined, { sourceIs8Bit: false }).input, reference);
+    const float = absDiff(toModelInput(img, PAPER_FRAME_SPEC, { sourceIs8Bit: false }).input, reference);
     assert.ok(float.mean > 0.01, `float path mean abs diff ${float.mean}`);
   });
 }
@@ -117,7 +119,7 @@ function assertLeftColumns(mask: Uint8Array, frame: Frame, ones: number): void {
 }
 
 test('maskToFrame resizes and crops a mask of any size like its image', () => {
-  const frame = planFrame(900, 900);
+  const frame = planFrame(900, 900, PAPER_FRAME_SPEC);
   // The edge at source x = 450 lands at 128 in the 256 image, 112 after the 16-pixel crop.
   for (const size of [900, 450, 64]) assertLeftColumns(maskToFrame(leftHalfMask(size, size), frame), frame, 112);
   const wide = planFrame(900, 600, { resize: 256, crop: null }); // 384x256, no crop
@@ -130,7 +132,7 @@ test('a real MVTec mask lands on the same cells whether given at full or a third
   const full = await decodeMask(await readFile(join(bottle, 'ground_truth', 'broken_large', '000_mask.png')), '000_mask.png');
   const small = { width: 300, height: 300, data: new Uint8Array(300 * 300) };
   for (let y = 0; y < 300; y++) for (let x = 0; x < 300; x++) small.data[y * 300 + x] = full.data[(y * 3 + 1) * 900 + x * 3 + 1];
-  const frame = planFrame(900, 900);
+  const frame = planFrame(900, 900, PAPER_FRAME_SPEC);
   const a = maskToFrame(full, frame);
   const b = maskToFrame(small, frame);
   let defect = 0;
@@ -150,12 +152,12 @@ test('loadModelInput sniffs content: a BMP named .png gives the same input as th
   try {
     const fake = join(dir, '000.png');
     await writeFile(fake, encodeBmp({ width: img.width, height: img.height, bitsPerPixel: 24, pixels: img.data }));
-    const fromBmp = await loadModelInput(fake);
-    const fromPng = await loadModelInput(pngPath);
+    const fromBmp = await loadModelInput(fake, PAPER_FRAME_SPEC);
+    const fromPng = await loadModelInput(pngPath, PAPER_FRAME_SPEC);
     assert.deepEqual(fromBmp.input, fromPng.input);
     const greyPath = join(dir, 'grey.png');
     await writeFile(greyPath, encodePng({ width: 2, height: 1, colorType: 0, bitDepth: 8, samples: [0, 255] }));
-    const grey = await loadModelInput(greyPath);
+    const grey = await loadModelInput(greyPath, PAPER_FRAME_SPEC);
     assert.deepEqual([grey.frame.resizedWidth, grey.frame.resizedHeight, grey.frame.cropLeft, grey.frame.cropTop], [512, 256, 144, 16]);
     const [mb, mg, mr] = CAFFE_BGR_MEANS;
     for (let i = 0; i < grey.input.length; i += 3) {
@@ -170,4 +172,45 @@ test('loadModelInput sniffs content: a BMP named .png gives the same input as th
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('the default frame is the whole image, aspect ratio kept; aligned, any shape fits the backbone', () => {
+  assert.deepEqual(DEFAULT_FRAME_SPEC, { resize: 256, crop: null });
+  // VisA capsules: 600x400 -> 384x256, the whole image (already multiples of 16).
+  assert.deepEqual(planFrame(600, 400, DEFAULT_FRAME_SPEC, { align: 16 }), {
+    sourceWidth: 600, sourceHeight: 400, resizedWidth: 384, resizedHeight: 256, cropLeft: 0, cropTop: 0, width: 384, height: 256,
+  });
+  // The issue's strip: 1263x500 -> 646x256 unaligned; 640x256 aligned (646 / 16 = 40.4 -> 40).
+  assert.deepEqual([planFrame(1263, 500, DEFAULT_FRAME_SPEC).width, planFrame(1263, 500, DEFAULT_FRAME_SPEC).height], [646, 256]);
+  const strip = planFrame(1263, 500, DEFAULT_FRAME_SPEC, { align: 16 });
+  assert.deepEqual([strip.resizedWidth, strip.resizedHeight, strip.width, strip.height], [640, 256, 640, 256]);
+  // Halves round up: 264 / 16 = 16.5 -> 272; without resizing the source is aligned too.
+  assert.deepEqual([planFrame(264, 100, { resize: null, crop: null }, { align: 16 }).width, planFrame(264, 100, { resize: null, crop: null }, { align: 16 }).height], [272, 96]);
+  // A crop is what it says: alignment applies to uncropped frames only.
+  assert.equal(planFrame(900, 600, PAPER_FRAME_SPEC, { align: 16 }).width, 224);
+});
+
+test('planTiles covers the frame with overlapping tiles on the patch stride, the last flush with the end', () => {
+  const frame = { width: 960, height: 640 };
+  const tiles = planTiles(frame, { resize: null, crop: null, tile: 256, tileOverlap: 32 }, 8);
+  const lefts = [...new Set(tiles.map((t) => t.left))];
+  const tops = [...new Set(tiles.map((t) => t.top))];
+  assert.deepEqual(lefts, [0, 176, 352, 528, 704]);
+  assert.deepEqual(tops, [0, 192, 384]);
+  assert.equal(tiles.length, lefts.length * tops.length);
+  for (const t of tiles) {
+    assert.deepEqual([t.width, t.height], [256, 256]);
+    assert.equal(t.left % 8, 0);
+    assert.equal(t.top % 8, 0);
+  }
+  for (const starts of [lefts, tops]) for (let i = 1; i < starts.length; i++) assert.ok(starts[i - 1] + 256 - starts[i] >= 32, `overlap at ${starts[i]}`);
+  // A side shorter than the tile gives tiles as long as that side; no tile = the frame in one piece.
+  assert.deepEqual(planTiles({ width: 384, height: 128 }, { resize: null, crop: null, tile: 256, tileOverlap: 0 }, 8).map((t) => [t.left, t.top, t.width, t.height]),
+    [[0, 0, 256, 128], [128, 0, 256, 128]]);
+  assert.deepEqual(planTiles(frame, DEFAULT_FRAME_SPEC), [{ left: 0, top: 0, width: 960, height: 640 }]);
+  assert.throws(() => planTiles(frame, { resize: 256, crop: 224, tile: 128 }), { message: 'frame spec "tile" 128 needs the whole image: it cannot be combined with "crop" 224' });
+  assert.throws(() => planTiles(frame, { resize: null, crop: null, tile: 128, tileOverlap: 128 }), { message: 'frame spec "tileOverlap" must be an integer in [0, tile 128), got 128' });
+  // A tile is the window of the input, row by row.
+  const data = Float32Array.from({ length: 4 * 3 * 2 }, (_, i) => i);
+  assert.deepEqual(cropHwc(data, 4, 2, { left: 1, top: 1, width: 2, height: 2 }), Float32Array.from([10, 11, 12, 13, 18, 19, 20, 21]));
 });

@@ -12,13 +12,26 @@ import { resizeBilinear } from './resize.js';
  * centred crop x crop square (torchvision CenterCrop); null keeps the whole resized image.
  * Without a crop the model sees the whole (possibly non-square) image; the backbone's feature grid
  * follows the input size (1/8 and 1/16 of it for the layers PatchCore uses).
+ * `tile`: the frame is cut into overlapping tile x tile pieces (at least `tileOverlap` pixels shared
+ * by neighbours), each run through the backbone on its own; absent or null = the frame in one piece.
  */
 export interface FrameSpec {
   resize: number | null;
   crop: number | null;
+  tile?: number | null;
+  tileOverlap?: number;
 }
 
-export const DEFAULT_FRAME_SPEC: Readonly<FrameSpec> = Object.freeze({ resize: 256, crop: 224 });
+/** The whole image, aspect ratio kept: the shorter side to 256, no crop. The default. */
+export const WHOLE_FRAME_SPEC: Readonly<FrameSpec> = Object.freeze({ resize: 256, crop: null });
+/** The MVTec AD paper protocol: the shorter side to 256, then the centred 224x224. */
+export const PAPER_FRAME_SPEC: Readonly<FrameSpec> = Object.freeze({ resize: 256, crop: 224 });
+export const FRAME_PRESETS = { whole: WHOLE_FRAME_SPEC, paper: PAPER_FRAME_SPEC } as const;
+export type FramePreset = keyof typeof FRAME_PRESETS;
+export const DEFAULT_FRAME_SPEC: Readonly<FrameSpec> = WHOLE_FRAME_SPEC;
+
+/** Default overlap of neighbouring tiles, in pixels of the frame. */
+export const DEFAULT_TILE_OVERLAP = 32;
 
 /** Where the model's view sits in the original image: source -> resized -> crop window. */
 export interface Frame {
@@ -53,12 +66,30 @@ function resizedSize(w: number, h: number, size: number): [number, number] {
   return [Math.trunc((size * w) / h), size];
 }
 
-export function planFrame(srcW: number, srcH: number, spec: FrameSpec = DEFAULT_FRAME_SPEC): Frame {
+/** The nearest positive multiple of `align` (halves up). */
+function nearestMultiple(v: number, align: number): number {
+  return Math.max(align, Math.round(v / align) * align);
+}
+
+export interface PlanOptions {
+  /**
+   * Without a crop, each side of the resized image is brought to the nearest multiple of `align` (a resize of at
+   * most align/2 pixels per side, so the aspect ratio moves by a few percent at most): the backbone takes inputs
+   * whose sides are multiples of its stride. Default 1 (no change).
+   */
+  align?: number;
+}
+
+export function planFrame(srcW: number, srcH: number, spec: FrameSpec = DEFAULT_FRAME_SPEC, opts: PlanOptions = {}): Frame {
   checkPositiveInt('source width', srcW);
   checkPositiveInt('source height', srcH);
   if (spec.resize !== null) checkPositiveInt('frame spec "resize"', spec.resize);
   if (spec.crop !== null) checkPositiveInt('frame spec "crop"', spec.crop);
-  const [resizedWidth, resizedHeight] = spec.resize === null ? [srcW, srcH] : resizedSize(srcW, srcH, spec.resize);
+  checkTileSpec(spec);
+  const align = opts.align ?? 1;
+  checkPositiveInt('frame alignment', align);
+  let [resizedWidth, resizedHeight] = spec.resize === null ? [srcW, srcH] : resizedSize(srcW, srcH, spec.resize);
+  if (spec.crop === null && align > 1) [resizedWidth, resizedHeight] = [nearestMultiple(resizedWidth, align), nearestMultiple(resizedHeight, align)];
   if (spec.crop === null) {
     return { sourceWidth: srcW, sourceHeight: srcH, resizedWidth, resizedHeight, cropLeft: 0, cropTop: 0, width: resizedWidth, height: resizedHeight };
   }
@@ -79,6 +110,57 @@ export function planFrame(srcW: number, srcH: number, spec: FrameSpec = DEFAULT_
     width: crop,
     height: crop,
   };
+}
+
+function checkTileSpec(spec: FrameSpec): void {
+  if (spec.tile === undefined || spec.tile === null) return;
+  checkPositiveInt('frame spec "tile"', spec.tile);
+  if (spec.crop !== null) throw new Error(`frame spec "tile" ${spec.tile} needs the whole image: it cannot be combined with "crop" ${spec.crop}`);
+  const overlap = spec.tileOverlap ?? DEFAULT_TILE_OVERLAP;
+  if (!Number.isInteger(overlap) || overlap < 0 || overlap >= spec.tile) {
+    throw new Error(`frame spec "tileOverlap" must be an integer in [0, tile ${spec.tile}), got ${overlap}`);
+  }
+}
+
+/** One tile: its window in the model frame, in pixels. */
+export interface TileWindow {
+  left: number;
+  top: number;
+  width: number;
+  height: number;
+}
+
+/**
+ * Tile starts along one axis of `length` pixels: evenly spread, on multiples of `step`, the last flush with the end,
+ * neighbours sharing at least `overlap` pixels (or overlapping by all but one step when the tile is that short).
+ */
+function tileStarts(length: number, tile: number, overlap: number, step: number): number[] {
+  if (tile >= length) return [0];
+  const last = length - tile;
+  const maxGap = Math.max(step, tile - overlap);
+  // Rounding to the step can widen a gap, so take one tile more until none is too wide.
+  for (let n = Math.max(2, Math.ceil((length - overlap) / (tile - overlap))); ; n++) {
+    const starts = Array.from({ length: n }, (_, i) => (i === n - 1 ? last : Math.round((i * last) / (n - 1) / step) * step));
+    if (starts.every((s, i) => i === 0 || s - starts[i - 1] <= maxGap)) return [...new Set(starts)];
+  }
+}
+
+/**
+ * Where the tiles of a tiled spec sit in a frame, row by row. Tiles are tile x tile pixels (a side shorter than the
+ * tile gives tiles as long as that side), start on multiples of `step` (the feature grid's stride, so every tile's
+ * patches fall on the frame's patch grid) and overlap their neighbours by about `tileOverlap` pixels or more.
+ */
+export function planTiles(frame: Pick<Frame, 'width' | 'height'>, spec: FrameSpec, step = 1): TileWindow[] {
+  checkTileSpec(spec);
+  if (spec.tile === undefined || spec.tile === null) return [{ left: 0, top: 0, width: frame.width, height: frame.height }];
+  const overlap = spec.tileOverlap ?? DEFAULT_TILE_OVERLAP;
+  const width = Math.min(spec.tile, frame.width);
+  const height = Math.min(spec.tile, frame.height);
+  const tiles: TileWindow[] = [];
+  for (const top of tileStarts(frame.height, height, overlap, step)) {
+    for (const left of tileStarts(frame.width, width, overlap, step)) tiles.push({ left, top, width, height });
+  }
+  return tiles;
 }
 
 function checkImage(label: string, w: number, h: number, length: number, channels: number): void {
@@ -102,10 +184,10 @@ export interface ModelInput {
 export function toModelInput(
   img: DecodedImage,
   spec: FrameSpec = DEFAULT_FRAME_SPEC,
-  opts: { sourceIs8Bit?: boolean } = {},
+  opts: { sourceIs8Bit?: boolean } & PlanOptions = {},
 ): ModelInput {
   checkImage('image', img.width, img.height, img.data.length, 3);
-  const frame = planFrame(img.width, img.height, spec);
+  const frame = planFrame(img.width, img.height, spec, opts);
   const roundTo8Bit = opts.sourceIs8Bit ?? img.eightBit ?? false;
   // Only the crop window is resampled: the same values as resizing everything and cropping after.
   const resizes = frame.resizedWidth !== img.width || frame.resizedHeight !== img.height;
@@ -157,8 +239,18 @@ export function maskToFrame(mask: DecodedMask, frame: Frame): Uint8Array {
 export async function loadModelInput(
   path: string,
   spec: FrameSpec = DEFAULT_FRAME_SPEC,
-  opts?: DecodeOptions,
+  opts: DecodeOptions & PlanOptions = {},
 ): Promise<ModelInput> {
   const img = await decodeImage(await readFile(path), path, opts);
-  return toModelInput(img, spec);
+  return toModelInput(img, spec, { align: opts.align });
+}
+
+/** The HWC window `w` of an HWC image `width` pixels wide (a tile of a model input). */
+export function cropHwc(data: Float32Array, width: number, channels: number, w: TileWindow): Float32Array {
+  const out = new Float32Array(w.width * w.height * channels);
+  for (let y = 0; y < w.height; y++) {
+    const s = ((w.top + y) * width + w.left) * channels;
+    out.set(data.subarray(s, s + w.width * channels), y * w.width * channels);
+  }
+  return out;
 }

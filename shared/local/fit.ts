@@ -1,5 +1,6 @@
 // In-process training: normal images -> patch features -> coreset -> memory bank with its HNSW index -> model folder.
 import { mkdir } from 'node:fs/promises';
+import { UserError } from '../errors.js';
 import { join } from 'node:path';
 import {
   DEFAULT_CALIBRATION_IMAGES, calibrationBatches, createBackbone, type BackboneCalibration, type EngineName, type Precision,
@@ -14,7 +15,7 @@ import { buildBank } from '../pipeline/build-bank.js';
 import { FeatureMatrix } from '../pipeline/feature-matrix.js';
 import { buildPatchcoreManifest } from '../pipeline/model-manifest.js';
 import { weightsSha256 } from '../pipeline/weights.js';
-import { extractFeatures } from '../pipeline/extract.js';
+import { BACKBONE_INPUT_ALIGN, checkTiling, extractFeatures } from '../pipeline/extract.js';
 import { scoreImage } from '../pipeline/score-image.js';
 import { localSources } from '../run/sources.js';
 import { startProgress } from '../run/progress.js';
@@ -71,6 +72,8 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
   const t0 = performance.now();
 
   // Validate everything cheap before any expensive work starts.
+  checkTiling(frame, recipe);
+  if (frame.tile && opts.reweightNeighbours) throw new UserError('image score re-weighting (reweightNeighbours) does not apply to tiled models');
   const dataset = listMvtecDataset(opts.dataDir, { train: true });
   const train = opts.limit ? dataset.train.slice(0, opts.limit) : dataset.train;
   const weightsSha = await weightsSha256(opts.weightsPath);
@@ -83,7 +86,7 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
     const inputs = [];
     for (const img of train.slice(0, DEFAULT_CALIBRATION_IMAGES)) {
       try {
-        inputs.push(await timer.time('calibration', () => loadModelInput(join(dataset.root, img.path), frame)));
+        inputs.push(await timer.time('calibration', () => loadModelInput(join(dataset.root, img.path), frame, { align: BACKBONE_INPUT_ALIGN })));
       } catch (err) {
         log.warn({ image: img.path, error: (err as Error).message }, 'fit: calibration image skipped');
       }
@@ -108,7 +111,7 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
       backbone, recipe, frame, batchSize: opts.batchSize ?? 8, timer,
     })) {
       if (r.ok && heldOut.has(r.id)) validation.push({ id: r.id, features: r.features, frame: r.frame });
-      else if (r.ok) features.add(r.id, r.features);
+      else if (r.ok) features.add(r.id, r.features); // each image with its own grid: sizes may differ
       else {
         skipped.push({ id: r.id, error: r.error });
         log.warn({ image: r.id, error: r.error }, 'fit: image skipped');

@@ -32,6 +32,7 @@ export const ModelManifestSchema = z.object({
   category: z.string(),
   recipe: z.enum(RECIPE_NAMES),
   featureDim: z.number().int().positive(),
+  /** The first training image's patch grid (its tile's, when tiled); images of other sizes have their own. */
   grid: z.tuple([z.number().int().positive(), z.number().int().positive()]),
   backbone: z.object({
     name: z.literal('resnet50'),
@@ -48,7 +49,13 @@ export const ModelManifestSchema = z.object({
   }).refine((b) => (b.precision === 'int8') === (b.activationRanges !== undefined), {
     message: 'an int8 backbone needs its activationRanges, and only an int8 backbone has them',
   }),
-  frame: z.object({ resize: z.number().int().positive().nullable(), crop: z.number().int().positive().nullable() }),
+  /** How images were framed (shared/image FrameSpec); `tile`/`tileOverlap` only in tiled models. */
+  frame: z.object({
+    resize: z.number().int().positive().nullable(),
+    crop: z.number().int().positive().nullable(),
+    tile: z.number().int().positive().nullable().optional(),
+    tileOverlap: z.number().int().nonnegative().optional(),
+  }),
   coreset: z.object({
     ratio: z.number().positive().max(1).nullable(),
     target: z.number().int().positive(),

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackboneEngine } from '../backbone/engine.js';
 import type { FeatureRecipe } from '../features/recipes.js';
-import { DEFAULT_FRAME_SPEC, loadModelInput } from '../image/index.js';
+import { PAPER_FRAME_SPEC, loadModelInput } from '../image/index.js';
 import { defaultDatasetDir } from '../paths.js';
 import { nhwc } from '../tensor.js';
 import { DECODE_POOL_MIN_IMAGES, extractFeatures, type ExtractedImage } from './extract.js';
@@ -26,14 +26,14 @@ const sumBackbone: BackboneEngine = {
   dispose() {},
 };
 const sumRecipe: FeatureRecipe = {
-  name: 'paper', layers: ['conv2_block3_out'], dim: 3, defaultCoresetRatio: 0.1,
+  name: 'paper', layers: ['conv2_block3_out'], dim: 3, defaultCoresetRatio: 0.1, stride: null,
   embed: (maps, i) => ({ data: maps.conv2_block3_out.data.slice(i * 3, i * 3 + 3), gridH: 1, gridW: 1, dim: 3 }),
 };
 
 async function run(sources: ImageSource[], decodeWorkers: number, prefetchBatches: number): Promise<{ results: ExtractedImage[]; timer: StageTimer }> {
   const timer = new StageTimer();
   const results: ExtractedImage[] = [];
-  for await (const r of extractFeatures(sources, { backbone: sumBackbone, recipe: sumRecipe, frame: DEFAULT_FRAME_SPEC, batchSize: 4, timer, decodeWorkers, prefetchBatches })) {
+  for await (const r of extractFeatures(sources, { backbone: sumBackbone, recipe: sumRecipe, frame: PAPER_FRAME_SPEC, batchSize: 4, timer, decodeWorkers, prefetchBatches })) {
     results.push(r);
   }
   return { results, timer };
@@ -57,7 +57,7 @@ test('decoding in a worker ahead of the backbone delivers exactly what inline, o
   // The features are those of the real preprocessing of each file.
   const first = pooled.results[0];
   assert.ok(first.ok);
-  const { input } = await loadModelInput(join(dir, files[0]));
+  const { input } = await loadModelInput(join(dir, files[0]), PAPER_FRAME_SPEC);
   const want = [0, 0, 0];
   for (let p = 0; p < input.length; p++) want[p % 3] += input[p];
   for (let c = 0; c < 3; c++) assert.ok(Math.abs(first.features.data[c] - want[c]) <= 1e-3 * Math.abs(want[c]) + 1);

@@ -5,7 +5,7 @@ import type { ActivationRanges } from '../backbone/engine.js';
 import type { CalibrationMethod } from '../backbone/quantize.js';
 import type { HnswParams } from '../bank/index.js';
 import type { FeatureRecipe } from '../features/recipes.js';
-import type { FrameSpec } from '../image/index.js';
+import { DEFAULT_TILE_OVERLAP, type FrameSpec } from '../image/index.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type ModelManifest } from '../model/manifest.js';
 import { peakRssMiB, type JobTimings } from '../run/timings.js';
 
@@ -46,7 +46,10 @@ export function buildPatchcoreManifest(m: PatchcoreManifestInput): ModelManifest
       backend: m.backend,
       ...(m.precision ?? { precision: 'fp32' }),
     },
-    frame: { resize: m.frame.resize, crop: m.frame.crop },
+    frame: {
+      resize: m.frame.resize, crop: m.frame.crop,
+      ...(m.frame.tile ? { tile: m.frame.tile, tileOverlap: m.frame.tileOverlap ?? DEFAULT_TILE_OVERLAP } : {}),
+    },
     coreset: { ratio: m.coreset.ratio, target: m.bank.count, projectionDim: m.coreset.projectionDim, seed: m.coreset.seed, trainPatches: m.coreset.trainPatches },
     bank: { count: m.bank.count, dim: m.recipe.dim, hnsw: m.bank.hnsw },
     scoring: { sigma: m.scoring.sigma ?? 4, reweightNeighbours: m.scoring.reweightNeighbours ?? null },

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeTensorFile, encodeTensorFile, imageRows, TENSOR_FORMAT_VERSION, type TensorFileHeader } from './tensor-file.js';
+import { decodeTensorFile, encodeTensorFile, imageGrid, imageRows, TENSOR_FORMAT_VERSION, type TensorFileHeader } from './tensor-file.js';
 
 const NAME = 'runs/x/embeddings/0003.bin';
 
@@ -118,4 +118,20 @@ test('rejects header/data size mismatches and invalid headers', () => {
   const huge = Buffer.from(buf);
   huge.writeUInt32LE(0xffffffff, 8);
   assert.equal(decodeError(huge), `embeddings file "${NAME}" has an implausible header length 4294967295 (corrupt file?)`);
+});
+
+test('images of different sizes keep their own patch grid; older files without one read as the header grid', () => {
+  const dim = 2;
+  const header: TensorFileHeader = {
+    dtype: 'float32', dim, count: 6 + 4, grid: [2, 3],
+    images: [{ key: 'a.png', offset: 0, patches: 6, grid: [2, 3] }, { key: 'b.png', offset: 6, patches: 4, grid: [2, 2] }],
+  };
+  const file = decodeTensorFile(encodeTensorFile(header, new Float32Array(10 * dim)), NAME);
+  assert.deepEqual([imageGrid(file, 0), imageGrid(file, 1)], [[2, 3], [2, 2]]);
+  assert.equal(imageRows(file, 1).length, 4 * dim);
+  const old = decodeTensorFile(encodeTensorFile(sample(2).header, sample(2).data), NAME);
+  assert.deepEqual(imageGrid(old, 1), [28, 28]);
+  assert.throws(() => imageGrid(old, 2), { message: 'image index 2 is out of range (the file has 2 images)' });
+  const bad = { ...header, images: [{ key: 'a.png', offset: 0, patches: 6, grid: [0, 3] as [number, number] }] };
+  assert.throws(() => encodeTensorFile(bad, new Float32Array(10 * dim)), /images\.0\.grid\.0: /);
 });

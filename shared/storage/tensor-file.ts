@@ -7,9 +7,11 @@
 //   bytes 6..7    reserved, 0
 //   bytes 8..11   header length H (uint32), including padding
 //   bytes 12..    header: UTF-8 JSON, padded with spaces so the data starts on a 16-byte boundary
-//                 { dtype: 'float32', dim, count, grid: [h, w], images: [{ key, offset, patches }], ...extra }
+//                 { dtype: 'float32', dim, count, grid: [h, w], images: [{ key, offset, patches, grid? }], ...extra }
 //   then          count * dim float32 values, little-endian, row-major: row r = one patch vector.
-// images[i] owns rows offset .. offset + patches - 1 (offset and patches count rows, not bytes).
+// images[i] owns rows offset .. offset + patches - 1 (offset and patches count rows, not bytes). images[i].grid is
+// that image's patch grid (images of different sizes have their own); files written before it existed have only the
+// header's grid, which every image then shared (imageGrid reads both).
 import { endianness } from 'node:os';
 import { z } from 'zod';
 
@@ -24,6 +26,8 @@ export interface TensorImageEntry {
   key: string;
   offset: number;
   patches: number;
+  /** The image's patch grid [h, w] (absent in older files: the header's grid). */
+  grid?: [number, number];
   [extra: string]: unknown;
 }
 
@@ -48,7 +52,10 @@ const HeaderSchema = z.looseObject({
   dim: z.number().int().positive(),
   count: rowCount,
   grid: z.tuple([z.number().int().positive(), z.number().int().positive()]),
-  images: z.array(z.looseObject({ key: z.string().min(1), offset: rowCount, patches: rowCount })),
+  images: z.array(z.looseObject({
+    key: z.string().min(1), offset: rowCount, patches: rowCount,
+    grid: z.tuple([z.number().int().positive(), z.number().int().positive()]).optional(),
+  })),
 });
 
 /** Problems with a header object, or null; shared by the writer and the reader. */
@@ -146,6 +153,13 @@ export function decodeTensorFile(buf: Buffer, name: string, kind = 'embeddings')
     for (let i = 0, o = dataOffset; i < values; i++, o += 4) data[i] = buf.readFloatLE(o);
   }
   return { header: h, data };
+}
+
+/** The patch grid of images[index]: its own, or the header's in files written before images had one. */
+export function imageGrid(file: TensorFile, index: number): [number, number] {
+  const im = file.header.images[index];
+  if (!im) throw new Error(`image index ${index} is out of range (the file has ${file.header.images.length} images)`);
+  return im.grid ?? file.header.grid;
 }
 
 /** The rows of images[index] as a view (patches * dim values). */
