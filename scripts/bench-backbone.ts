@@ -27,7 +27,7 @@ import {
 import type { OnnxBackbone } from '../shared/backbone/onnx-engine.js';
 import { listMvtecDataset, type DatasetImage } from '../shared/dataset/mvtec.js';
 import { getRecipe } from '../shared/features/recipes.js';
-import { DEFAULT_FRAME_SPEC, decodeMask, loadModelInput, maskToFrame } from '../shared/image/index.js';
+import { PAPER_FRAME_SPEC, decodeMask, loadModelInput, maskToFrame } from '../shared/image/index.js';
 import { createLogger } from '../shared/log.js';
 import { sharedDir } from '../shared/paths.js';
 import { defaultWeightsPath } from '../shared/paths.js';
@@ -92,7 +92,7 @@ const report: Record<string, unknown> = { load_before: loadavg(), cores: availab
 /** Preprocessed images in batches of BATCH (the last one may be smaller). */
 async function batchesOf(root: string, images: DatasetImage[]): Promise<NhwcTensor[]> {
   const inputs = [];
-  for (const img of images) inputs.push(await loadModelInput(join(root, img.path), DEFAULT_FRAME_SPEC));
+  for (const img of images) inputs.push(await loadModelInput(join(root, img.path), PAPER_FRAME_SPEC));
   return calibrationBatches(inputs, BATCH);
 }
 
@@ -201,7 +201,7 @@ async function speed(): Promise<void> {
 /** The mini fit + evaluate: the steps of fitModel/evaluateModel with a backbone of the given precision. */
 async function patchcoreMetrics(root: string, precision: Precision): Promise<Record<string, unknown>> {
   const recipe = getRecipe('paper');
-  const frame = DEFAULT_FRAME_SPEC;
+  const frame = PAPER_FRAME_SPEC;
   const timer = new StageTimer();
   const ds = listMvtecDataset(root, { train: true, test: true });
   let calibration: BackboneCalibration | undefined;

@@ -27,7 +27,7 @@ async function loadFeatures(dataDir: string, limit: number, cacheDir: string): P
   const { createBackbone } = await import('../shared/backbone/engine.js');
   const { listMvtecDataset } = await import('../shared/dataset/mvtec.js');
   const { getRecipe } = await import('../shared/features/recipes.js');
-  const { DEFAULT_FRAME_SPEC } = await import('../shared/image/index.js');
+  const { PAPER_FRAME_SPEC } = await import('../shared/image/index.js');
   const { defaultWeightsPath } = await import('../shared/paths.js');
   const { extractFeatures } = await import('../shared/pipeline/extract.js');
   const { localSources } = await import('../shared/run/sources.js');
@@ -40,7 +40,7 @@ async function loadFeatures(dataDir: string, limit: number, cacheDir: string): P
   const t0 = performance.now();
   try {
     for await (const r of extractFeatures(localSources(dataset.root, train), {
-      backbone, recipe, frame: DEFAULT_FRAME_SPEC, batchSize: 8, timer: new StageTimer(),
+      backbone, recipe, frame: PAPER_FRAME_SPEC, batchSize: 8, timer: new StageTimer(),
     })) {
       if (!r.ok) throw new Error(`image ${r.id}: ${r.error}`);
       parts.push(r.features.data);

@@ -28,7 +28,7 @@ import { greedyCoreset } from '../shared/coreset/greedy.js';
 import { SeededRandom } from '../shared/coreset/random.js';
 import { listMvtecDataset } from '../shared/dataset/mvtec.js';
 import { getRecipe } from '../shared/features/recipes.js';
-import { DEFAULT_FRAME_SPEC } from '../shared/image/preprocess.js';
+import { PAPER_FRAME_SPEC } from '../shared/image/preprocess.js';
 import { sharedDir, defaultWeightsPath } from '../shared/paths.js';
 import { extractFeatures } from '../shared/pipeline/extract.js';
 import { localSources } from '../shared/run/sources.js';
@@ -84,7 +84,7 @@ async function features(category: Category, split: 'train' | 'test'): Promise<Fl
   const t0 = performance.now();
   try {
     for await (const r of extractFeatures(localSources(dataset.root, images), {
-      backbone, recipe: getRecipe('paper'), frame: DEFAULT_FRAME_SPEC, batchSize: 8, timer: new StageTimer(),
+      backbone, recipe: getRecipe('paper'), frame: PAPER_FRAME_SPEC, batchSize: 8, timer: new StageTimer(),
     })) {
       if (!r.ok) throw new Error(`${category} ${r.id}: ${r.error}`);
       out.set(r.features.data, rows * DIM);

@@ -34,6 +34,7 @@ import { datasetPrefix, modelVersionPrefix, reportKey, reportPrefix, runPrefix, 
 import type { ObjectStore } from '../shared/storage/object-store.js';
 import { submitEvaluation, submitScoring, submitTraining, type ProducerContext } from '../services/producer/submit.js';
 import { PAYLOAD_LIMITS } from '../shared/queue/jobs.js';
+import { PAPER_FRAME_SPEC } from '../shared/image/index.js';
 import { Cluster, type WorkerKind, type WorkerProcess } from '../test/faults/harness.js';
 import { archiveImageName, writeArchive, type ArchiveTarget } from './scale-archive.js';
 
@@ -201,7 +202,7 @@ interface TrainingAsk {
 }
 
 /** The paper frame (784 patches per image), pinned so that patch counts match docs/scale.md whatever the default frame. */
-const SCALE_FRAME = { resize: 256, crop: 224 };
+const SCALE_FRAME = PAPER_FRAME_SPEC;
 
 /**
  * The scalable training flow: the reduce tree (`submit train --images <archive> --fan-in F --coreset-size <bank

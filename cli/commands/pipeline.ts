@@ -12,7 +12,7 @@ import { ObjectStore } from '../../shared/storage/object-store.js';
 import { listSchedules, removeSchedule, setSchedule } from '../../services/producer/scheduler.js';
 import { ingestDataset, runKindOf, submitEvaluation, submitScoring, submitTraining, waitForRun } from '../../services/producer/submit.js';
 import { UsageError, defineCommand, positional } from '../args.js';
-import { FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, QUEUE_OPTIONS, allOptional, frameSpecFromOptions } from '../options.js';
+import { FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, QUEUE_OPTIONS, TILE_OPTIONS, allOptional, frameSpecFromOptions } from '../options.js';
 
 const WORKER_KINDS = ['features', 'index', 'score', 'scheduler'] as const;
 
@@ -86,7 +86,7 @@ as a tree; --coreset-size caps the bank and every reduce step. --from-version <v
 good images to a version: a new version from that bank and the new images' coresets.`,
   options: [
     O.dataset.optional(), ...QUEUE_OPTIONS.filter((o) => o !== O.dataset), ...MODEL_OPTIONS, O['coreset-size'], O['per-shard-coreset'],
-    O['fan-in'], O.images, O['from-version'], O['batch-size'], O.seed, ...FRAME_OPTIONS, O.version, O.weights,
+    O['fan-in'], O.images, O['from-version'], O['batch-size'], O.seed, ...FRAME_OPTIONS, ...allOptional(TILE_OPTIONS), O.version, O.weights,
   ],
 });
 /** --dataset stays required unless --images names the images instead. */

@@ -12,7 +12,7 @@ import { claimKey, readLatest, resolveVersion, versionTaken } from '../../shared
 import { ModelManifestSchema, type ModelManifest } from '../../shared/model/manifest.js';
 import { UserError } from '../../shared/errors.js';
 import { getRecipe, type RecipeName } from '../../shared/features/recipes.js';
-import type { FrameSpec } from '../../shared/image/index.js';
+import { DEFAULT_FRAME_SPEC, type FrameSpec } from '../../shared/image/index.js';
 import type { Logger } from '../../shared/log.js';
 import { PAYLOAD_LIMITS } from '../../shared/queue/jobs.js';
 import {
@@ -201,7 +201,7 @@ export async function submitTraining(ctx: ProducerContext, req: TrainingRequest)
   const shards = splitShards(source.keys, req.shardSize ?? 32);
   const pm = parent?.manifest;
   const seed = req.seed ?? pm?.coreset.seed ?? 0;
-  const frame = pm ? pm.frame : (req.frame ?? { resize: 256, crop: 224 });
+  const frame = pm ? pm.frame : (req.frame ?? { ...DEFAULT_FRAME_SPEC });
   const ratio = req.coresetRatio ?? pm?.coreset.ratio ?? recipe.defaultCoresetRatio;
   const size = req.coresetSize ?? (req.coresetRatio === undefined ? pm?.coreset.size : undefined);
   const coreset = { ratio, seed, projectionDim: pm?.coreset.projectionDim ?? 128, ...(size !== undefined ? { size } : {}) };

@@ -120,6 +120,9 @@ const FrameSide = z.number().int().positive().max(PAYLOAD_LIMITS.frameSide);
 const Frame = z.object({
   resize: FrameSide.nullable(),
   crop: FrameSide.nullable(),
+  // Tiling (--tile, --tile-overlap): each tile goes through the backbone at its own size.
+  tile: FrameSide.nullable().optional(),
+  tileOverlap: z.number().int().nonnegative().max(PAYLOAD_LIMITS.frameSide).optional(),
 });
 const ImageKeys = z.array(ObjectKey).min(1).max(PAYLOAD_LIMITS.shardImages);
 /** Fail the run when more than this share of its images could not be read (default 5%). */
