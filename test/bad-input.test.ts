@@ -58,7 +58,8 @@ test('fit: broken training files are skipped and listed one by one; odd but vali
   assert.equal(JSON.parse(r.stdout).skipped, 5);
   const manifest = JSON.parse(readFileSync(join(model, 'manifest.json'), 'utf8'));
   assert.equal(manifest.training.images, 7);
-  assert.equal(manifest.coreset.trainPatches, 7 * 28 * 28);
+  // The default whole-image frame: 900x900 -> 256x256, a 32x32 patch grid per image.
+  assert.equal(manifest.coreset.trainPatches, 7 * 32 * 32);
   const skipped = Object.fromEntries(manifest.training.skipped.map((s: { id: string; error: string }) => [s.id, s.error]));
   assert.deepEqual(Object.keys(skipped).sort(), ['zz-bomb', 'zz-corrupt', 'zz-notes', 'zz-truncated', 'zz-zero'].map((n) => `train/good/${n}.png`));
   assert.equal(skipped['train/good/zz-zero.png'], 'Cannot decode image "train/good/zz-zero.png": zero-byte file');

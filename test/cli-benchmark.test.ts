@@ -55,7 +55,8 @@ test('every category under the root fitted and evaluated; one table; a failed ca
   const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
   assert.equal(results.mode, 'local');
   assert.equal(results.reference, null);
-  assert.deepEqual(results.settings.frame, { resize: 256, crop: 224 });
+  // The library's default frame: the whole image, shorter side 256.
+  assert.deepEqual(results.settings.frame, { resize: 256, crop: null });
   assert.equal(results.settings.coreset_ratio, 0.05);
   assert.deepEqual(results.categories.map((c: { category: string; status: string }) => [c.category, c.status]),
     [['bottle', 'ok'], ['broken', 'failed'], ['capsules', 'ok']]);
@@ -100,8 +101,8 @@ test('--distributed: a category trained and evaluated through the queues, its re
   const [bottle] = results.categories;
   assert.equal(bottle.status, 'ok');
   for (const f of FIGURES) assert.equal(typeof bottle[f], 'number', f);
-  // The queued run uses the default coreset ratio, 0.1.
-  assert.equal(bottle.bank, Math.round(0.1 * 6 * 784));
+  // The queued run uses the default coreset ratio, 0.1, and the default frame: 900x900 -> 256x256, 32x32 patches.
+  assert.equal(bottle.bank, Math.round(0.1 * 6 * 1024));
   assert.equal(bottle.train_images, 6);
   assert.equal(bottle.test_images, 4);
   const metrics = JSON.parse(readFileSync(join(out, 'bottle', 'report', 'metrics.json'), 'utf8'));
@@ -116,7 +117,8 @@ const referenceMissing = spawnSync('/usr/bin/python3', ['-c', 'import torch, fai
 test('--compare: the reference runs on the same category; its figures, the ratios and its frame are recorded',
   { skip: referenceMissing && 'needs /usr/bin/python3 with the reference\'s Debian packages (../shared/bench/README.md)' }, () => {
     const out = join(work, 'compare');
-    const r = patchcore(['--data', root, '--categories', 'bottle', '--compare', '--out', out]);
+    // The paper frame gives our side the reference's 784 patches per image, so the bank sizes can be compared.
+    const r = patchcore(['--data', root, '--categories', 'bottle', '--compare', '--frame', 'paper', '--out', out]);
     assert.equal(r.code, 0, r.stderr);
     const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
     assert.deepEqual(results.reference, {

@@ -5,11 +5,11 @@ import { findCategories } from '../../shared/benchmark/categories.js';
 import { checkReference } from '../../shared/benchmark/reference.js';
 import { distributedRunner, localRunner, runBenchmark } from '../../shared/benchmark/run.js';
 import { getRecipe } from '../../shared/features/recipes.js';
-import { DEFAULT_FRAME_SPEC, type FrameSpec } from '../../shared/image/index.js';
+import type { FrameSpec } from '../../shared/image/index.js';
 import { createLogger } from '../../shared/log.js';
 import { sharedDir } from '../../shared/paths.js';
 import { UsageError, defineCommand, heading } from '../args.js';
-import { FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, allOptional } from '../options.js';
+import { FRAME_OPTIONS, MODEL_OPTIONS, OPTIONS as O, allOptional, frameSpecFromOptions } from '../options.js';
 
 // Undefined unless given: fitModel and evaluateModel apply their defaults, and --distributed refuses them by name
 // (patchcore demo trains with the defaults).
@@ -49,11 +49,10 @@ export async function benchmarkCommand(argv: string[]): Promise<void> {
   const weightsPath = resolve(opts.weights);
   const recipe = opts.recipe ?? 'paper';
   const coresetRatio = opts['coreset-ratio'] ?? getRecipe(recipe).defaultCoresetRatio;
-  const frame: FrameSpec | undefined = opts.resize !== undefined || opts.crop !== undefined
-    ? { resize: opts.resize !== undefined ? opts.resize : DEFAULT_FRAME_SPEC.resize, crop: opts.crop !== undefined ? opts.crop : DEFAULT_FRAME_SPEC.crop }
-    : undefined;
+  // The same framing as `fit`: a preset (--frame, default whole), overridden by --resize/--crop.
+  const frame: FrameSpec = frameSpecFromOptions({ ...opts, frame: opts.frame ?? 'whole' });
   const settings: Record<string, unknown> = {
-    recipe, coreset_ratio: coresetRatio, frame: frame ?? { ...DEFAULT_FRAME_SPEC }, engine: opts.engine ?? 'auto', weights: weightsPath,
+    recipe, coreset_ratio: coresetRatio, frame, engine: opts.engine ?? 'auto', weights: weightsPath,
     ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
     ...(opts['limit-per-type'] !== undefined ? { limit_per_type: opts['limit-per-type'] } : {}),
   };

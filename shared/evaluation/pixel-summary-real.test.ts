@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { listMvtecDataset } from '../dataset/mvtec.js';
 import { fitModel } from '../local/fit.js';
+import { PAPER_FRAME_SPEC } from '../image/index.js';
 import { scoreModel } from '../local/evaluate.js';
 import { auproOfImages, PixelHistogram, rocAuc } from '../metrics/index.js';
 import { defaultDatasetDir, defaultWeightsPath, sharedDir } from '../paths.js';
@@ -20,7 +21,8 @@ async function compareOn(category: 'bottle' | 'capsules', root: string, trainIma
   const work = mkdtempSync(join(tmpdir(), `patchcore-pixels-${category}-`));
   try {
     const modelDir = join(work, 'model');
-    await fitModel({ dataDir: root, modelDir, weightsPath: defaultWeightsPath(), coresetRatio: 0.1, limit: trainImages, category, logger: log });
+    // The paper frame, so that part of each image lies outside the model's view (the out-of-view share is checked).
+    await fitModel({ dataDir: root, modelDir, weightsPath: defaultWeightsPath(), coresetRatio: 0.1, limit: trainImages, category, frame: PAPER_FRAME_SPEC, logger: log });
     const dataset = listMvtecDataset(root, { test: true });
     const test = dataset.test.filter((img) => pick(img.path));
     const ev = await scoreModel(modelDir, dataset, test, { dataDir: root, weightsPath: defaultWeightsPath(), recallSample: 0, logger: log });
