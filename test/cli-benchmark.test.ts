@@ -72,7 +72,7 @@ test('every category under the root fitted and evaluated; one table; a failed ca
   }
   assert.equal(bottle.train_images, 6);
   assert.equal(bottle.test_images, 4);
-  assert.equal(bottle.bank, Math.round(0.05 * 6 * 784));
+  assert.equal(bottle.bank, Math.round(0.05 * 6 * 1024));
   assert.equal(bottle.image_auroc, 1);
   assert.equal(capsules.train_images, 4);
   assert.equal(capsules.test_images, 2);

@@ -137,11 +137,11 @@ test('a reduce tree of depth 3 (6 shards, fan-in 2) publishes a capped bank, the
       assert.equal(manifest.coreset.ratio, null);
       assert.deepEqual(manifest.training.tree, { fanIn: 2, depth: 3, nodes: 4 });
       assert.equal(manifest.training.images, 12);
-      assert.equal(manifest.coreset.trainPatches, 12 * 28 * 28);
+      assert.equal(manifest.coreset.trainPatches, 12 * 32 * 32); // the default whole-image frame: 32x32 patches per bottle image
       for (const job of ['features', 'reduce', 'index']) assert.ok(manifest.training.jobs?.[job], `training.jobs.${job}`);
       assert.equal(manifest.training.jobs!.reduce.jobs, 4);
       // Every reduce step held at most fan-in x (rows of one input), and wrote at most the cap.
-      const leafRows = Math.round(0.1 * 2 * 28 * 28);
+      const leafRows = Math.round(0.1 * 2 * 32 * 32);
       for (const node of ['1-0', '1-1', '1-2', '2-0']) {
         const r = (await reduceQueue.getJob(jobIds.reduce(train.runId, node)))!.returnvalue as ReduceResult;
         assert.ok(r.inputRows <= 2 * Math.max(CAP, leafRows), `${node}: ${r.inputRows} input rows`);
@@ -224,7 +224,7 @@ test('incremental retraining: --from-version latest --images <prefix> adds new i
     assert.deepEqual(manifest.training.parent, { category: 'tree', version: latestBefore });
     assert.deepEqual(manifest.training.added, { images: 3, prefix: 'datasets/bottle-new/batch-1/' });
     assert.equal(manifest.training.images, 15);
-    assert.equal(manifest.coreset.trainPatches, 15 * 28 * 28);
+    assert.equal(manifest.coreset.trainPatches, 15 * 32 * 32);
     // The parent's cap carries over; the version is new and latest moved forward to it.
     assert.equal(manifest.coreset.size, CAP);
     assert.equal(manifest.bank.count, CAP);

@@ -49,7 +49,7 @@ async function assertSameModel(runId: string) {
   const manifest = JSON.parse((await c.store.getObject(modelKey('bottle', version, 'manifest.json'))).toString());
   assert.equal(manifest.training.images, TRAIN, 'an image was lost');
   assert.deepEqual(manifest.training.skipped, []);
-  assert.equal(manifest.coreset.trainPatches, TRAIN * 28 * 28);
+  assert.equal(manifest.coreset.trainPatches, TRAIN * 32 * 32); // the default whole-image frame: 900x900 -> 256x256, 32x32 patches
   assert.ok((await c.store.getObject(modelKey('bottle', version, 'bank.f32'))).equals(baseBank), `${runId}: bank.f32 differs from the run without faults`);
   return p;
 }

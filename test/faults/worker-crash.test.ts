@@ -109,7 +109,7 @@ test('a feature worker and then the index worker SIGKILLed mid-job: jobs recover
   const manifest = JSON.parse((await c.store.getObject(modelKey('bottle', 'v-crash', 'manifest.json'))).toString());
   assert.equal(manifest.training.images, TRAIN);
   assert.deepEqual(manifest.training.skipped, []);
-  assert.equal(manifest.coreset.trainPatches, TRAIN * 28 * 28);
+  assert.equal(manifest.coreset.trainPatches, TRAIN * 32 * 32); // the default whole-image frame: 900x900 -> 256x256, 32x32 patches
   assert.ok((await bankOf('v-crash')).equals(baseBank), 'bank.f32 differs from the run without faults');
 });
 
