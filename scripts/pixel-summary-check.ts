@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { listMvtecDataset } from '../shared/dataset/mvtec.js';
 import { scoreModel } from '../shared/local/evaluate.js';
-import { auproOfImages, rocAuc } from '../shared/metrics/index.js';
+import { exactPixelMetrics } from '../shared/metrics/index.js';
 import { defaultWeightsPath } from '../shared/paths.js';
 
 const { values: args } = parseArgs({ options: { model: { type: 'string' }, data: { type: 'string' }, json: { type: 'string' } } });
@@ -21,16 +21,8 @@ try {
     const h = (await im.heatmap!())!;
     if (h.mask && h.map) images.push({ map: h.map, mask: h.mask, height: h.height, width: h.width });
   }
-  const n = images.reduce((s, im) => s + im.map.length, 0);
-  const maps = new Float32Array(n);
-  const masks = new Uint8Array(n);
-  let at = 0;
-  for (const im of images) {
-    maps.set(im.map, at);
-    masks.set(im.mask, at);
-    at += im.map.length;
-  }
-  const exact = { pixel_auroc: rocAuc(maps, masks), aupro: auproOfImages(images, 0.3) };
+  const exact = exactPixelMetrics(images, 0.3);
+  const n = exact.pixels;
   const summary = { pixel_auroc: ev.pixels.auroc(), aupro: ev.pixels.aupro(0.3) };
   const out = {
     model: args.model, data: args.data, images: images.length, pixels: n, image_auroc: ev.metrics.image_auroc,

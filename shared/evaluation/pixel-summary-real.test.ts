@@ -12,7 +12,7 @@ import { listMvtecDataset } from '../dataset/mvtec.js';
 import { fitModel } from '../local/fit.js';
 import { PAPER_FRAME_SPEC } from '../image/index.js';
 import { scoreModel } from '../local/evaluate.js';
-import { auproOfImages, PixelHistogram, rocAuc } from '../metrics/index.js';
+import { exactPixelMetrics, PixelHistogram } from '../metrics/index.js';
 import { defaultDatasetDir, defaultWeightsPath, sharedDir } from '../paths.js';
 
 const log = pino({ level: 'silent' });
@@ -38,16 +38,7 @@ async function compareOn(category: 'bottle' | 'capsules', root: string, trainIma
         one.addImage(h.map!, h.mask, h.height, h.width, im.id);
         perImage.push(one);
       }
-      const n = images.reduce((s, im) => s + im.map.length, 0);
-      const maps = new Float32Array(n);
-      const masks = new Uint8Array(n);
-      let at = 0;
-      for (const im of images) {
-        maps.set(im.map, at);
-        masks.set(im.mask, at);
-        at += im.map.length;
-      }
-      const exact = { pixel_auroc: rocAuc(maps, masks), aupro: auproOfImages(images, 0.3) };
+      const exact = exactPixelMetrics(images, 0.3);
       // Merged in reverse order, in two groups: the same figures to the last bit.
       const half = Math.floor(perImage.length / 2);
       const regrouped = [perImage.slice(half).reverse(), perImage.slice(0, half)]
