@@ -36,6 +36,8 @@ import { DEFAULT_CALIBRATION_IMAGES, calibrationBatches } from '../shared/backbo
 import type { ModelManifest } from '../shared/model/manifest.js';
 import { DEFAULT_HNSW } from '../shared/bank/index.js';
 import { buildBank } from '../shared/pipeline/build-bank.js';
+import { rowsInMemory } from '../shared/coreset/row-source.js';
+import { DEFAULT_PROJECTION_DIM } from '../shared/coreset/greedy.js';
 import { extractFeatures } from '../shared/pipeline/extract.js';
 import { FeatureMatrix } from '../shared/pipeline/feature-matrix.js';
 import { localSources } from '../shared/run/sources.js';
@@ -219,7 +221,7 @@ async function patchcoreMetrics(root: string, precision: Precision): Promise<Rec
   }
   const ratio = coresetRatio ?? recipe.defaultCoresetRatio;
   const hnsw = DEFAULT_HNSW;
-  const bank = buildBank(features.matrix(), features.rows, recipe.dim, features.rows, { ratio, projectionDim: 128, seed: 0, hnsw }, timer, logger);
+  const bank = buildBank(rowsInMemory(features.matrix(), features.rows, recipe.dim), features.rows, { ratio, projectionDim: DEFAULT_PROJECTION_DIM, seed: 0, hnsw }, timer, logger);
   const fitMs = performance.now() - t0;
   // Only the fields scoreImage reads.
   const manifest = { scoring: { sigma: 4, reweightNeighbours: null } } as unknown as ModelManifest;

@@ -4,14 +4,19 @@
 //
 //   node --import tsx scripts/bench-coreset.ts --data ../shared/datasets/visa/capsules --limit 100
 //   options: --data <dir> (default bottle), --limit <images> (a subset: the first N training images),
-//            --ratio <r> (0.1), --cache <dir> (/tmp/bench-coreset), --variants one-thread,threads (default all)
+//            --ratio <r> (0.1), --cache <dir> (/tmp/bench-coreset), --variants one-thread,threads (default all),
+//            --coverage <n> (also measure how well each selection covers the training features in the full
+//            feature space: exact nearest-bank distances of n evenly spaced training patches, mean / p99 / max:
+//            the scores those training patches would get; comparable across projection dimensions)
 //   Variants: one-thread (threads: 1) and threads (the default count: every core, at most 8); both
-//   must select the same points (the line says so).
+//   must select the same points (the line says so). projection-64 / projection-96: a lower projection
+//   dimension (a different selection: compare its coverage).
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { MemoryBank } from '../shared/bank/index.js';
 import { greedyCoreset, type GreedyCoresetOptions, type GreedyCoresetStats } from '../shared/coreset/greedy.js';
 import { defaultThreads } from '../shared/wasm/threads.js';
 
@@ -66,7 +71,23 @@ async function loadFeatures(dataDir: string, limit: number, cacheDir: string): P
 const VARIANTS: Record<string, Partial<GreedyCoresetOptions>> = {
   'one-thread': { threads: 1 },
   threads: {},
+  'projection-96': { projectionDim: 96 },
+  'projection-64': { projectionDim: 64 },
 };
+
+/** Exact distances from `sample` evenly spaced rows of `data` to their nearest selected row: mean, p99 and max. */
+function coverage(data: Float32Array, rows: number, dim: number, selected: Uint32Array, sample: number): string {
+  const bank = MemoryBank.fromRows(data, dim, selected);
+  const n = Math.min(sample, rows);
+  const queries = new Float32Array(n * dim);
+  for (let i = 0; i < n; i++) {
+    const r = Math.floor((i * rows) / n);
+    queries.set(data.subarray(r * dim, (r + 1) * dim), i * dim);
+  }
+  const d = Array.from(bank.exactNearest(queries).distances).sort((a, b) => a - b);
+  const mean = d.reduce((s, v) => s + v, 0) / n;
+  return `feature-space coverage of ${n} training patches: mean ${mean.toFixed(4)}, p99 ${d[Math.floor(0.99 * (n - 1))].toFixed(4)}, max ${d[n - 1].toFixed(4)}`;
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -77,6 +98,7 @@ async function main(): Promise<void> {
       cache: { type: 'string', default: '/tmp/bench-coreset' },
       variants: { type: 'string' },
       'extract-only': { type: 'boolean', default: false },
+      coverage: { type: 'string', default: '0' },
     },
   });
   const limit = Number(values.limit);
@@ -105,6 +127,8 @@ async function main(): Promise<void> {
         `(${((100 * stats.distanceEvaluations) / stats.steps / rows).toFixed(2)}% of N), screened by sketch ${(100 * stats.screenedOut / Math.max(1, stats.distanceEvaluations)).toFixed(1)}%, ` +
         `lists visited/step ${(stats.listsVisited / stats.steps).toFixed(1)}, full scans ${stats.fullScans}; coverage radius ${stats.coverageRadius.toFixed(4)} ${same}`,
     );
+    const sample = Number(values.coverage);
+    if (sample > 0) console.log(`${n}: ${coverage(data, rows, dim, sel, sample)}`);
   }
 }
 

@@ -6,6 +6,7 @@ import { basename, join, sep } from 'node:path';
 import type { FlowProducer, JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_HNSW, type HnswParams } from '../../shared/bank/index.js';
+import { DEFAULT_PROJECTION_DIM } from '../../shared/coreset/greedy.js';
 import { IMAGE_EXTENSIONS, isImagePath, listImagesUnder, listStoredDataset, parseImagesPrefix } from '../../shared/distributed/dataset-store.js';
 import { classifyDatasetPaths } from '../../shared/dataset/mvtec.js';
 import { claimKey, readLatest, resolveVersion, versionTaken } from '../../shared/distributed/model-store.js';
@@ -204,7 +205,7 @@ export async function submitTraining(ctx: ProducerContext, req: TrainingRequest)
   const frame = pm ? pm.frame : (req.frame ?? { ...DEFAULT_FRAME_SPEC });
   const ratio = req.coresetRatio ?? pm?.coreset.ratio ?? recipe.defaultCoresetRatio;
   const size = req.coresetSize ?? (req.coresetRatio === undefined ? pm?.coreset.size : undefined);
-  const coreset = { ratio, seed, projectionDim: pm?.coreset.projectionDim ?? 128, ...(size !== undefined ? { size } : {}) };
+  const coreset = { ratio, seed, projectionDim: pm?.coreset.projectionDim ?? DEFAULT_PROJECTION_DIM, ...(size !== undefined ? { size } : {}) };
   const tree = planReduceTree(shards.map((s) => s.shardId), fanIn);
   // A tree run reduces every shard by its own coreset first (at the run's ratio unless --per-shard-coreset says
   // otherwise): that is what bounds what each reduce step holds.

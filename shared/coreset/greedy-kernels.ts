@@ -228,10 +228,11 @@ function layout<K extends string>(sizes: Record<K, number>): { offsets: Record<K
 
 export interface SimdGreedyKernels extends GreedyKernels {
   /**
-   * Fills `points` with `features` (count x inDim) times wT (dim x inDim, output-major), each
-   * output summed in float64 in input order and rounded to float32, like the scalar projection.
+   * Fills `points` from row `firstRow` on with `features` (rows x inDim) times wT (dim x inDim,
+   * output-major), each output summed in float64 in input order and rounded to float32, like the
+   * scalar projection; so rows projected chunk by chunk equal rows projected at once.
    */
-  projectInto(features: Float32Array, inDim: number, wT: Float32Array): void;
+  projectInto(features: Float32Array, inDim: number, wT: Float32Array, firstRow?: number): void;
   /** Builds the point sketches; call once `points` holds its final values, before the kernels are used. */
   buildSketches(): void;
 }
@@ -469,9 +470,13 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
       if (saved) [thresholds[exclude], centreSketchThr[exclude]] = saved;
       return found;
     },
-    projectInto(features: Float32Array, inDim: number, wT: Float32Array): void {
+    projectInto(features: Float32Array, inDim: number, wT: Float32Array, firstRow = 0): void {
       if (inDim !== projectFromDim) throw new Error(`projectInto: kernels were sized for input dim ${projectFromDim}, got ${inDim}`);
-      projectRows(count, inDim, dim, wT, offsets.points, features);
+      const rows = features.length / inDim;
+      if (!Number.isInteger(rows) || firstRow < 0 || firstRow + rows > count) {
+        throw new Error(`projectInto: ${features.length} values from row ${firstRow} do not fit ${count} rows of ${inDim}`);
+      }
+      projectRows(rows, inDim, dim, wT, offsets.points + firstRow * rowBytes, features);
     },
     buildSketches(): void {
       if (stages === 0) return;

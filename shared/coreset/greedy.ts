@@ -17,15 +17,19 @@
 // Memory: the projection, its sketch, O(N) and the centres (k x projectionDim floats); never N x N.
 
 import { createJsKernels, createSimdKernels, FILTER_MARGIN, type GreedyKernels } from './greedy-kernels.js';
+import { rowsInMemory, type RowSource } from './row-source.js';
 import { SeededRandom } from './random.js';
 import { defaultThreads, MAX_THREADS } from '../wasm/threads.js';
+
+/** Width of the Gaussian projection the selection runs in (the official sampler's 128). */
+export const DEFAULT_PROJECTION_DIM = 128;
 
 export interface GreedyCoresetOptions {
   /** Fraction of points to keep, in (0, 1]; ignored when `target` is given. */
   ratio?: number;
   /** Exact number of points to keep. */
   target?: number;
-  /** Dimension of the random projection (default 128); skipped when dim <= projectionDim. */
+  /** Dimension of the random projection (default DEFAULT_PROJECTION_DIM); skipped when dim <= projectionDim. */
   projectionDim?: number;
   /** PRNG seed for the projection and the start points (default 0). */
   seed?: number;
@@ -168,17 +172,19 @@ export const THREADS_FROM_POINTS = 32_768;
 
 /** The points to select from (projected when dim > projectionDim) inside SIMD kernels when possible, else JS ones. */
 function prepareKernels(
-  features: Float32Array, count: number, dim: number, projectionDim: number, target: number, rng: SeededRandom, simd: boolean,
-  threads: number,
+  source: RowSource, projectionDim: number, target: number, rng: SeededRandom, simd: boolean, threads: number,
 ): { kernels: GreedyKernels; d: number } {
+  const { count, dim } = source;
   const project = dim > projectionDim;
   const d = project ? projectionDim : dim;
   const wT = project ? drawProjection(dim, projectionDim, rng) : null;
   const fast = simd ? createSimdKernels(count, d, target, project ? dim : 0, threads) : null;
   if (fast) {
     try {
-      if (wT) fast.projectInto(features, dim, wT);
-      else fast.points.set(features);
+      source.forEachChunk((rows, first) => {
+        if (wT) fast.projectInto(rows, dim, wT, first);
+        else fast.points.set(rows, first * dim);
+      });
       if (allWithin(fast.points, FILTER_SAFE_ABS)) {
         fast.buildSketches();
         return { kernels: fast, d };
@@ -190,27 +196,34 @@ function prepareKernels(
     fast.close();
     return { kernels: createJsKernels(fast.points, count, d, target), d };
   }
-  const points = wT ? projectRows(features, count, dim, wT, projectionDim) : features;
+  const points = new Float32Array(count * d);
+  source.forEachChunk((rows, first) => {
+    points.set(wT ? projectRows(rows, rows.length / dim, dim, wT, projectionDim) : rows, first * d);
+  });
   return { kernels: createJsKernels(points, count, d, target), d };
 }
 
 /**
  * Indices (distinct, in selection order) of the approximate greedy k-center coreset of row-major
- * `features` (count x dim).
+ * `features` (count x dim), in memory or read chunk by chunk from a RowSource (the same selection).
  */
 export function greedyCoreset(
-  features: Float32Array,
+  features: Float32Array | RowSource,
   count: number,
   dim: number,
   opts: GreedyCoresetOptions = {},
 ): Uint32Array {
   if (!Number.isInteger(count) || count < 1) throw new Error(`greedyCoreset: count must be a positive integer, got ${count}`);
   if (!Number.isInteger(dim) || dim < 1) throw new Error(`greedyCoreset: dim must be a positive integer, got ${dim}`);
-  if (features.length !== count * dim) {
+  if (features instanceof Float32Array && features.length !== count * dim) {
     throw new Error(`greedyCoreset: features has ${features.length} values, expected count x dim = ${count}x${dim} = ${count * dim}`);
   }
+  const source = features instanceof Float32Array ? rowsInMemory(features, count, dim) : features;
+  if (source.count !== count || source.dim !== dim) {
+    throw new Error(`greedyCoreset: the row source holds ${source.count} x ${source.dim}, expected ${count} x ${dim}`);
+  }
   const target = coresetTarget(count, opts);
-  const projectionDim = opts.projectionDim ?? 128;
+  const projectionDim = opts.projectionDim ?? DEFAULT_PROJECTION_DIM;
   if (!Number.isInteger(projectionDim) || projectionDim < 1) {
     throw new Error(`greedyCoreset: projectionDim must be a positive integer, got ${projectionDim}`);
   }
@@ -224,7 +237,7 @@ export function greedyCoreset(
   }
   const rng = new SeededRandom(opts.seed ?? 0);
   // The projection draws from the stream before the start points do.
-  const { kernels, d } = prepareKernels(features, count, dim, projectionDim, target, rng, opts.simd ?? true, threads);
+  const { kernels, d } = prepareKernels(source, projectionDim, target, rng, opts.simd ?? true, threads);
   try {
     const starts = rng.sampleWithoutReplacement(count, Math.min(startPoints, count));
     return kCenterGreedy(kernels, count, d, target, starts, opts.onProgress, opts.stats);

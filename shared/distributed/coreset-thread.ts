@@ -2,10 +2,12 @@
 // minutes of synchronous CPU work, during which the queue worker must keep renewing its job lock.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { greedyCoreset } from '../coreset/greedy.js';
+import { rowsInFile } from '../coreset/row-source.js';
 
 interface ThreadInput {
   coresetThreadInput: true;
-  features: Float32Array;
+  /** A RowSpool's file: `rows` rows of `dim` float32 values. */
+  rowsFile: string;
   rows: number;
   dim: number;
   target: number;
@@ -20,20 +22,18 @@ export interface SelectedRows {
 }
 
 /**
- * Selects `target` rows of `features` (rows x dim) by the seeded greedy coreset and returns them in their original
- * order (so the inputs' order is kept through the tree). `features` is transferred to the thread, not copied.
+ * Selects `target` of the `rows` rows (dim floats each) in `rowsFile` by the seeded greedy coreset and returns them
+ * in their original order (so the inputs' order is kept through the tree). The thread reads the file chunk by chunk:
+ * it holds the projected rows and the selected ones, not the whole input.
  */
-export function selectRowsInThread(features: Float32Array, rows: number, dim: number, opts: { target: number; projectionDim: number; seed: number }): Promise<SelectedRows> {
+export function selectRowsInThread(rowsFile: string, rows: number, dim: number, opts: { target: number; projectionDim: number; seed: number }): Promise<SelectedRows> {
   return new Promise((resolve, reject) => {
     // Sources are TypeScript run through tsx, whose loader a worker thread does not inherit: register it first.
     const entry =
       `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};\n` +
       `register();\nawait import(${JSON.stringify(import.meta.url)});\n`;
-    const input: ThreadInput = { coresetThreadInput: true, features, rows, dim, ...opts };
-    const worker = new Worker(new URL(`data:text/javascript,${encodeURIComponent(entry)}`), {
-      workerData: input,
-      transferList: [features.buffer as ArrayBuffer],
-    });
+    const input: ThreadInput = { coresetThreadInput: true, rowsFile, rows, dim, ...opts };
+    const worker = new Worker(new URL(`data:text/javascript,${encodeURIComponent(entry)}`), { workerData: input });
     let result: SelectedRows | null = null;
     worker.on('message', (m: SelectedRows) => (result = m));
     worker.on('error', reject);
@@ -45,9 +45,9 @@ export function selectRowsInThread(features: Float32Array, rows: number, dim: nu
 }
 
 if (!isMainThread && parentPort && (workerData as ThreadInput | undefined)?.coresetThreadInput) {
-  const { features, rows, dim, target, projectionDim, seed } = workerData as ThreadInput;
-  const order = Uint32Array.from(greedyCoreset(features, rows, dim, { target, projectionDim, seed })).sort();
-  const out = new Float32Array(order.length * dim);
-  order.forEach((row, i) => out.set(features.subarray(row * dim, (row + 1) * dim), i * dim));
+  const { rowsFile, rows, dim, target, projectionDim, seed } = workerData as ThreadInput;
+  const source = rowsInFile(rowsFile, rows, dim);
+  const order = Uint32Array.from(greedyCoreset(source, rows, dim, { target, projectionDim, seed })).sort();
+  const out = source.readRows(order);
   parentPort.postMessage({ rows: out, count: order.length } satisfies SelectedRows, [out.buffer as ArrayBuffer]);
 }

@@ -13,7 +13,7 @@ import { StageTimer, jobTimings, peakRssMiB, queueWaitMs, type QueuedJob } from 
 import type { BuildIndexPayload, ReduceInput } from '../queue/jobs.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { setLatest, uploadModel } from './model-store.js';
-import { checkRunFailures, gatherInputs, readPriorBank, summarizeInputs, type InputResult } from './reduce.js';
+import { checkRunFailures, gatherInputs, readPriorBank, summarizeInputs, withRowSpoolPath, type InputResult } from './reduce.js';
 
 export interface MergeIndexResult {
   category: string;
@@ -46,23 +46,25 @@ export async function mergeShardsIntoModel(
   const prior = p.parentModel
     ? await timer.time('download', () => readPriorBank(ctx.store, p.parentModel!, { recipe: recipe.name, weightsSha256: p.weights.sha256 }))
     : undefined;
-  // Inputs in the order the run lists them: without a tree, the same rows in the same order as a single-process fit.
-  const gathered = await gatherInputs(ctx.store, p.runId, recipe, inputs, results, timer, prior);
   const below = summarizeInputs(p.runId, inputs, results);
-  const { rows, patches: trainPatches, images } = gathered;
-  if (rows === 0) throw new Error(`training run ${p.runId}: no shard produced any features (every image failed?)`);
-  // A run that could not read more than the allowed share of its images fails instead of publishing from the rest.
-  checkRunFailures(p.runId, below.failed, images, p.maxFailedShare);
-
   const hnsw = { ...DEFAULT_HNSW, ...p.hnsw };
   const ratio = p.coreset.size === undefined ? p.coreset.ratio : null;
   const bankDir = await mkdtemp(join(tmpdir(), 'patchcore-bank-'));
   try {
-    const built = await buildBankInThread({
-      features: gathered.features, rows, dim: recipe.dim, trainPatches, dir: bankDir,
-      settings: { ratio, target: p.coreset.size, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, hnsw },
-      logBindings: { runId: p.runId },
+    // Inputs in the order the run lists them: without a tree, the same rows in the same order as a single-process fit.
+    const { gathered, built } = await withRowSpoolPath(async (spoolPath) => {
+      const gathered = await gatherInputs(ctx.store, p.runId, recipe, inputs, results, timer, spoolPath, prior);
+      if (gathered.rows === 0) throw new Error(`training run ${p.runId}: no shard produced any features (every image failed?)`);
+      // A run that could not read more than the allowed share of its images fails instead of publishing from the rest.
+      checkRunFailures(p.runId, below.failed, gathered.images, p.maxFailedShare);
+      const built = await buildBankInThread({
+        rowsFile: spoolPath, rows: gathered.rows, dim: recipe.dim, trainPatches: gathered.patches, dir: bankDir,
+        settings: { ratio, target: p.coreset.size, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, hnsw },
+        logBindings: { runId: p.runId },
+      });
+      return { gathered, built };
     });
+    const { rows, patches: trainPatches, images } = gathered;
     for (const [stage, ms] of Object.entries(built.timings_ms)) timer.add(stage, ms);
 
     const priorImages = prior?.manifest.training.images ?? 0;

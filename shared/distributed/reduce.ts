@@ -1,12 +1,17 @@
 // The reduce tree of a training run: each node merges at most fan-in inputs (feature shards' embeddings or other
-// nodes' outputs) and keeps a coreset of them, so no job ever holds more than fan-in x (rows of one input), however
-// many images the run has. Inner nodes write runs/<run>/reduce/<node>.bin; the root (merge-index.ts) writes the bank.
+// nodes' outputs) and keeps a coreset of them, however many images the run has. A step spools its inputs to a local
+// file as it downloads them, so it holds one input's file, the projected rows of all its inputs (projectionDim of
+// each row's dim floats, 1/8 at 1024 -> 128) and its output: at most fan-in x (rows of one input) x projectionDim
+// floats plus the row cap, never the full rows of every input. Inner nodes write runs/<run>/reduce/<node>.bin; the root (merge-index.ts) writes the bank.
 //
 // A node's output size: the row cap (`coreset.size`) when the run has one, else `ratio` x the training patches
 // below it; never more than its input rows (then the rows pass through unchanged, no selection). Selected rows keep
 // their input order. Inputs are read in the order the payload lists them and each node's seed is fixed by the
 // producer, so the same inputs give the same output bytes: a retried or repeated job overwrites an object with itself.
 import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { getRecipe, type FeatureRecipe } from '../features/recipes.js';
 import { ModelManifestSchema, type ModelManifest } from '../model/manifest.js';
@@ -17,6 +22,7 @@ import { embeddingsKey, modelKey, reduceKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { decodeTensorFile, encodeTensorFile } from '../storage/tensor-file.js';
 import { PermanentError } from '../errors.js';
+import { RowSpool } from '../coreset/row-source.js';
 import { selectRowsInThread } from './coreset-thread.js';
 import type { ShardFeaturesResult } from './shard-features.js';
 
@@ -55,9 +61,9 @@ export function reduceTarget(coreset: { ratio: number; size?: number }, patches:
   return Math.min(wanted, rows);
 }
 
-/** The inputs' rows in one matrix (in input order), with what their headers say. */
+/** The inputs' rows, spooled in input order to a local file, with what their headers say. */
 export interface GatheredInputs {
-  features: Float32Array;
+  spool: RowSpool;
   rows: number;
   patches: number;
   images: number;
@@ -73,60 +79,62 @@ export interface PriorBank {
   rows: Float32Array;
 }
 
+/** Runs `fn` with a fresh path for a row spool in a private temporary folder, removed afterwards. */
+export async function withRowSpoolPath<T>(fn: (path: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), 'patchcore-rows-'));
+  try {
+    return await fn(join(dir, 'rows.f32'));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /**
- * Downloads the inputs one at a time into one matrix allocated up front (the inputs' row counts come from their
- * jobs' results), so a step holds its merged rows plus one input's file, never all files and their copy at once.
- * `prior` rows go first. Throws naming the file on a mismatch of recipe, dims or row count, and on an image that two
- * shard inputs both hold. Images of different sizes have their own grids; `grid` is the first input's, which the
- * manifest records as a local fit does.
+ * Downloads the inputs one at a time and appends their rows to a spool file at `spoolPath`, so a step holds one
+ * input's file at a time, never the merged rows (the coreset then reads the spool in chunks). `prior` rows go
+ * first. Throws naming the file on a mismatch of recipe, dims or row count (against the inputs' job results, where
+ * known), and on an image that two shard inputs both hold. Images of different sizes have their own grids; `grid`
+ * is the first input's, which the manifest records as a local fit does.
  */
 export async function gatherInputs(
   store: ObjectStore, runId: string, recipe: FeatureRecipe, inputs: readonly ReduceInput[],
-  results: ReadonlyMap<string, InputResult>, timer: StageTimer, prior?: PriorBank,
+  results: ReadonlyMap<string, InputResult>, timer: StageTimer, spoolPath: string, prior?: PriorBank,
 ): Promise<GatheredInputs> {
   const dim = recipe.dim;
-  // Row counts from the inputs' jobs, so the matrix is allocated once; without them (a hand-run step) it grows.
-  const expected = inputs.map((input) => results.get(inputJobId(runId, input))?.rows);
-  const priorRows = prior ? prior.rows.length / dim : 0;
-  let capacity = priorRows + (expected.every((r) => r !== undefined) ? expected.reduce((s, r) => s! + r!, 0)! : 0);
-  let features = new Float32Array(capacity * dim);
-  if (prior) features.set(prior.rows, 0);
-  let rows = priorRows;
-  let patches = prior?.manifest.coreset.trainPatches ?? 0;
-  let images = 0;
-  let bytes = 0;
-  let grid: [number, number] | null = prior ? prior.manifest.grid : null;
-  const inputOfImage = new Map<string, string>();
-  for (const [i, input] of inputs.entries()) {
-    const key = inputKey(runId, input);
-    const buf = await timer.time('download', () => store.getObject(key));
-    bytes += buf.length;
-    const file = decodeTensorFile(buf, key);
-    const h = file.header;
-    if (h.dim !== dim || h.recipe !== recipe.name) {
-      throw new Error(`embeddings file "${key}" holds ${String(h.recipe)} features of ${h.dim} dims; this run uses ${recipe.name} (${dim})`);
+  const spool = await RowSpool.create(spoolPath, dim);
+  try {
+    if (prior) await spool.append(prior.rows);
+    let patches = prior?.manifest.coreset.trainPatches ?? 0;
+    let images = 0;
+    let bytes = 0;
+    let grid: [number, number] | null = prior ? prior.manifest.grid : null;
+    const inputOfImage = new Map<string, string>();
+    for (const input of inputs) {
+      const key = inputKey(runId, input);
+      const expected = results.get(inputJobId(runId, input))?.rows;
+      const buf = await timer.time('download', () => store.getObject(key));
+      bytes += buf.length;
+      const file = decodeTensorFile(buf, key);
+      const h = file.header;
+      if (h.dim !== dim || h.recipe !== recipe.name) {
+        throw new Error(`embeddings file "${key}" holds ${String(h.recipe)} features of ${h.dim} dims; this run uses ${recipe.name} (${dim})`);
+      }
+      if (expected !== undefined && h.count !== expected) throw new Error(`embeddings file "${key}" has ${h.count} rows; its job reported ${expected}`);
+      if (h.count > 0 && grid === null) grid = h.grid;
+      patches += Number(h.patches ?? h.count);
+      images += input.kind === 'shard' ? h.images.length : Number(h.imagesBelow ?? 0);
+      // Shards never overlap when the producer made them; a run whose shards do is refused, not double-counted.
+      for (const img of h.images) {
+        const earlier = inputOfImage.get(img.key);
+        if (earlier !== undefined) throw new Error(`training run ${runId}: image "${img.key}" is in shards ${earlier} and ${input.id}`);
+        inputOfImage.set(img.key, input.id);
+      }
+      await timer.time('spool', () => spool.append(file.data));
     }
-    if (expected[i] !== undefined && h.count !== expected[i]) throw new Error(`embeddings file "${key}" has ${h.count} rows; its job reported ${expected[i]}`);
-    if (h.count > 0 && grid === null) grid = h.grid;
-    patches += Number(h.patches ?? h.count);
-    images += input.kind === 'shard' ? h.images.length : Number(h.imagesBelow ?? 0);
-    // Shards never overlap when the producer made them; a run whose shards do is refused, not double-counted.
-    for (const img of h.images) {
-      const earlier = inputOfImage.get(img.key);
-      if (earlier !== undefined) throw new Error(`training run ${runId}: image "${img.key}" is in shards ${earlier} and ${input.id}`);
-      inputOfImage.set(img.key, input.id);
-    }
-    if (rows + h.count > capacity) {
-      capacity = Math.max(rows + h.count, 2 * capacity);
-      const grown = new Float32Array(capacity * dim);
-      grown.set(features.subarray(0, rows * dim));
-      features = grown;
-    }
-    features.set(file.data, rows * dim);
-    rows += h.count;
+    return { spool, rows: spool.rows, patches, images, grid: grid ?? [1, 1], bytes };
+  } finally {
+    await spool.close();
   }
-  if (capacity > rows) features = features.slice(0, rows * dim);
-  return { features, rows, patches, images, grid: grid ?? [1, 1], bytes };
 }
 
 /** What the inputs' jobs report about everything below them: skipped images, engines and job timings. */
@@ -162,15 +170,17 @@ export async function reduceNode(
 ): Promise<ReduceResult> {
   const timer = new StageTimer();
   const recipe = getRecipe(p.recipe);
-  const gathered = await gatherInputs(ctx.store, p.runId, recipe, p.inputs, results, timer);
   const below = summarizeInputs(p.runId, p.inputs, results);
-  const target = reduceTarget(p.coreset, gathered.patches, gathered.rows);
-  let out = gathered.features;
-  if (target < gathered.rows) {
-    const selected = await timer.time('coreset', () =>
-      selectRowsInThread(gathered.features, gathered.rows, recipe.dim, { target, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed }));
-    out = selected.rows;
-  }
+  const { gathered, out } = await withRowSpoolPath(async (spoolPath) => {
+    const gathered = await gatherInputs(ctx.store, p.runId, recipe, p.inputs, results, timer, spoolPath);
+    const target = reduceTarget(p.coreset, gathered.patches, gathered.rows);
+    // Below the target the rows pass through unchanged (at most `target` of them).
+    const out = target < gathered.rows
+      ? (await timer.time('coreset', () =>
+        selectRowsInThread(spoolPath, gathered.rows, recipe.dim, { target, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed }))).rows
+      : gathered.spool.source().readRows(Uint32Array.from({ length: gathered.rows }, (_, i) => i));
+    return { gathered, out };
+  });
   const rows = out.length / recipe.dim;
   const body = encodeTensorFile(
     {

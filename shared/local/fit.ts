@@ -12,6 +12,8 @@ import { DEFAULT_FRAME_SPEC, loadModelInput, type Frame, type FrameSpec } from '
 import type { Logger } from '../log.js';
 import { writeManifest, type ModelManifest } from '../model/manifest.js';
 import { buildBank } from '../pipeline/build-bank.js';
+import { rowsInMemory } from '../coreset/row-source.js';
+import { DEFAULT_PROJECTION_DIM } from '../coreset/greedy.js';
 import { FeatureMatrix } from '../pipeline/feature-matrix.js';
 import { buildPatchcoreManifest } from '../pipeline/model-manifest.js';
 import { weightsSha256 } from '../pipeline/weights.js';
@@ -66,7 +68,7 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
   const recipe = getRecipe(opts.recipe ?? 'paper');
   const frame = opts.frame ?? DEFAULT_FRAME_SPEC;
   const seed = opts.seed ?? 0;
-  const projectionDim = opts.projectionDim ?? 128;
+  const projectionDim = opts.projectionDim ?? DEFAULT_PROJECTION_DIM;
   const hnsw: HnswParams = { ...DEFAULT_HNSW, ...opts.hnsw };
   const timer = new StageTimer();
   const t0 = performance.now();
@@ -127,7 +129,7 @@ export async function fitModel(opts: FitOptions): Promise<ModelManifest> {
   }
 
   const ratio = opts.coresetTarget ? null : (opts.coresetRatio ?? recipe.defaultCoresetRatio);
-  const bank = buildBank(features.matrix(), features.rows, recipe.dim, features.rows,
+  const bank = buildBank(rowsInMemory(features.matrix(), features.rows, recipe.dim), features.rows,
     { ratio, target: opts.coresetTarget, projectionDim, seed, hnsw }, timer, log);
   await bank.save(opts.modelDir);
 

@@ -1,13 +1,16 @@
 // Runs buildBank (coreset selection and HNSW build: minutes of synchronous CPU work on large runs) in a worker
 // thread and saves the bank into a folder, so the calling event loop stays free: a queue worker keeps renewing
-// its job lock and answering health checks meanwhile.
+// its job lock and answering health checks meanwhile. The rows come spooled in a local file (coreset/row-source.ts),
+// so the thread holds the projected rows and the bank, never every input row at once.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { rowsInFile } from '../coreset/row-source.js';
 import { createLogger } from '../log.js';
 import { buildBank, type BankSettings } from './build-bank.js';
 import { StageTimer } from '../run/timings.js';
 
 interface ThreadInput {
-  features: Float32Array;
+  /** A RowSpool's file: `rows` rows of `dim` float32 values. */
+  rowsFile: string;
   rows: number;
   dim: number;
   trainPatches: number;
@@ -21,7 +24,7 @@ export interface ThreadResult {
   timings_ms: Record<string, number>;
 }
 
-/** Builds and saves the bank in `dir` (bank.f32, bank.usearch when the bank is searched through an index, bank.json). `features` is transferred, not copied. */
+/** Builds and saves the bank in `dir` (bank.f32, bank.usearch when the bank is searched through an index, bank.json). */
 export function buildBankInThread(input: ThreadInput): Promise<ThreadResult> {
   return new Promise((resolve, reject) => {
     // Sources are TypeScript run through tsx, whose loader a worker thread does not inherit: register it first.
@@ -30,7 +33,6 @@ export function buildBankInThread(input: ThreadInput): Promise<ThreadResult> {
       `register();\nawait import(${JSON.stringify(import.meta.url)});\n`;
     const worker = new Worker(new URL(`data:text/javascript,${encodeURIComponent(entry)}`), {
       workerData: input,
-      transferList: [input.features.buffer as ArrayBuffer],
     });
     let result: ThreadResult | null = null;
     worker.on('message', (m: ThreadResult) => (result = m));
@@ -42,11 +44,11 @@ export function buildBankInThread(input: ThreadInput): Promise<ThreadResult> {
   });
 }
 
-if (!isMainThread && parentPort && (workerData as ThreadInput | undefined)?.features) {
+if (!isMainThread && parentPort && (workerData as ThreadInput | undefined)?.rowsFile) {
   const input = workerData as ThreadInput;
   const log = createLogger('bank-thread', input.logBindings);
   const timer = new StageTimer();
-  const bank = buildBank(input.features, input.rows, input.dim, input.trainPatches, input.settings, timer, log);
+  const bank = buildBank(rowsInFile(input.rowsFile, input.rows, input.dim), input.trainPatches, input.settings, timer, log);
   await timer.time('save', () => bank.save(input.dir));
   parentPort.postMessage({ count: bank.count, timings_ms: timer.toJSON() } satisfies ThreadResult);
 }

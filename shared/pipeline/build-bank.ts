@@ -2,6 +2,7 @@
 // distributed index worker, so the same features with the same settings give the same bank.
 import { MemoryBank, type HnswParams } from '../bank/index.js';
 import { greedyCoreset } from '../coreset/greedy.js';
+import type { RowSource } from '../coreset/row-source.js';
 import type { Logger } from '../log.js';
 import { startProgress } from '../run/progress.js';
 import type { StageTimer } from '../run/timings.js';
@@ -21,10 +22,11 @@ export function bankTarget(settings: Pick<BankSettings, 'ratio' | 'target'>, tra
   return Math.min(wanted, rows);
 }
 
+/** `features`: the rows to select from, in memory (local fit) or spooled to a local file (the index worker). */
 export function buildBank(
-  features: Float32Array, rows: number, dim: number, trainPatches: number,
-  settings: BankSettings, timer: StageTimer, log: Logger,
+  features: RowSource, trainPatches: number, settings: BankSettings, timer: StageTimer, log: Logger,
 ): MemoryBank {
+  const { count: rows, dim } = features;
   const target = bankTarget(settings, trainPatches, rows);
   log.info({ rows, trainPatches, target, projectionDim: settings.projectionDim }, 'selecting coreset');
   const progress = startProgress('coreset', target, log);
@@ -39,7 +41,7 @@ export function buildBank(
     }),
   );
   progress.stop();
-  const bank = MemoryBank.fromRows(features, dim, selected);
+  const bank = new MemoryBank(dim, selected.length, features.readRows(selected));
   timer.timeSync('index', () => bank.buildHnsw(settings.hnsw));
   return bank;
 }
