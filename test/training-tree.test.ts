@@ -1,11 +1,12 @@
 // Training as a reduce tree, through a real redis-server, s3rver and separate worker processes on real bottle images
 // with the real weights: a run of 6 shards at fan-in 2 (depth 3) publishes a capped bank that the same run repeated
 // reproduces bit for bit and that scores the bottle test subset; a reduce job run again rewrites the same bytes;
-// an incremental run adds new images to that bank as a new version; bad input is refused by name.
+// an incremental run adds new images to that bank as a new version; held-out images (--validation-split) are scored
+// against the bank as a local fit scores them; bad input is refused by name.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
@@ -18,6 +19,7 @@ import { UserError } from '../shared/errors.js';
 import { accountRun } from '../shared/distributed/accounting.js';
 import { reduceNode, type InputResult, type ReduceResult } from '../shared/distributed/reduce.js';
 import { readLatest } from '../shared/distributed/model-store.js';
+import { fitModel } from '../shared/local/fit.js';
 import { ModelManifestSchema } from '../shared/model/manifest.js';
 import { defaultDatasetDir, defaultWeightsPath, repoRoot } from '../shared/paths.js';
 import { sha256File } from '../shared/pipeline/weights.js';
@@ -97,7 +99,7 @@ function clients() {
   return { store, connection, flows, prefix: redisConfig.prefix, ctx: { store, flows, log }, close };
 }
 
-let weights: { file: string; sha256: string };
+let weights: { file: string; sha256: string } | undefined;
 let firstVersion = '';
 
 test('a reduce tree of depth 3 (6 shards, fan-in 2) publishes a capped bank, the same bank when repeated, that scores bottle', { timeout: 900_000 }, async () => {
@@ -232,6 +234,41 @@ test('incremental retraining: --from-version latest --images <prefix> adds new i
     assert.equal((await readLatest(c.store, 'tree'))!.version, run.version);
     const parentBank = await c.store.getObject(modelKey('tree', latestBefore, 'bank.f32'));
     assert.ok(!parentBank.equals(await c.store.getObject(modelKey('tree', run.version!, 'bank.f32'))), 'the new images changed nothing');
+  } finally {
+    await c.close();
+  }
+});
+
+// The held-out images of `fit --validation-split` and `submit train --validation-split` are chosen alike; without a
+// tree (one training shard) the distributed bank equals the local one, so their held-out scores must agree too.
+test('--validation-split holds out good images: not in the bank, scored against it as fit scores them', { timeout: 600_000 }, async () => {
+  const c = clients();
+  try {
+    await c.store.ensureBucket();
+    await ingestDataset(c.store, data, 'bottle-held-out');
+    weights ??= { file: defaultWeightsPath(), sha256: await sha256File(defaultWeightsPath()) };
+    const run = await submitTraining(c.ctx, { dataset: 'bottle-held-out', category: 'held-out', shardSize: 32, validationSplit: 0.25, weights });
+    assert.equal(run.images, 12);
+    assert.equal(run.shards, 1);
+    assert.deepEqual(run.validation, { images: 3, shards: 1 });
+    const done = await waitForRun(c.connection, run.runId, 'training', c.prefix, { timeoutMs: 600_000 });
+    assert.equal(done.state, 'completed', `${JSON.stringify(done.failures)}\n${workerOutput.join('')}`);
+    // status follows the held-out shard like any other.
+    assert.deepEqual(done.shards.map((x) => x.shardId), ['0000', 'v0000']);
+    const manifest = (await c.store.getManifest(modelKey('held-out', run.version!, 'manifest.json'), ModelManifestSchema))!;
+    assert.equal(manifest.training.images, 9);
+    assert.equal(manifest.coreset.trainPatches, 9 * 32 * 32);
+
+    const local = await fitModel({
+      dataDir: data, modelDir: join(work, 'held-out-local'), weightsPath: defaultWeightsPath(), validationSplit: 0.25, logger: log,
+    });
+    assert.deepEqual(manifest.validation!.images, local.validation!.images.map((id) => `datasets/bottle-held-out/${id}`));
+    assert.equal(manifest.validation!.images.length, 3);
+    manifest.validation!.scores.forEach((score, i) => {
+      assert.ok(Math.abs(score - local.validation!.scores[i]) <= 1e-6 * local.validation!.scores[i], `held-out image ${i}: ${score} vs ${local.validation!.scores[i]}`);
+    });
+    const bank = await c.store.getObject(modelKey('held-out', run.version!, 'bank.f32'));
+    assert.ok(bank.equals(readFileSync(join(work, 'held-out-local', 'bank.f32'))), 'the distributed bank is not the local one');
   } finally {
     await c.close();
   }

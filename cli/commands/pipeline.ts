@@ -83,10 +83,12 @@ const SUBMIT_TRAIN_FLAGS = defineCommand({
   about: `The training images: --dataset <name> (its train/good/) or --images <prefix> (every image under it).
 The workers use the --weights file; its sha256 goes into the jobs. Runs of more shards than --fan-in are reduced
 as a tree; --coreset-size caps the bank and every reduce step. --from-version <v|latest> --images <prefix> adds new
-good images to a version: a new version from that bank and the new images' coresets.`,
+good images to a version: a new version from that bank and the new images' coresets. --validation-split holds out
+good images (as fit does) and scores them against the new bank: the model's threshold for submit score.`,
   options: [
     O.dataset.optional(), ...QUEUE_OPTIONS.filter((o) => o !== O.dataset), ...MODEL_OPTIONS, O['coreset-size'], O['per-shard-coreset'],
-    O['fan-in'], O.images, O['from-version'], O['batch-size'], O.seed, ...FRAME_OPTIONS, ...allOptional(TILE_OPTIONS), O.version, O.weights,
+    O['fan-in'], O.images, O['from-version'], O['validation-split'], O['batch-size'], O.seed, ...FRAME_OPTIONS, ...allOptional(TILE_OPTIONS),
+    O.version, O.weights,
   ],
 });
 /** --dataset stays required unless --images names the images instead. */
@@ -140,7 +142,7 @@ export async function submitCommand(argv: string[]): Promise<void> {
       const fromParent = (flag: string) => o['from-version'] !== undefined && !rest.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`));
       submitted = await submitTraining(ctx, {
         dataset: o.dataset, images: o.images, fromVersion: o['from-version'], coresetSize: o['coreset-size'], fanIn: o['fan-in'],
-        category: o.category, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
+        validationSplit: o['validation-split'], category: o.category, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
         perShardCoresetRatio: o['per-shard-coreset'] ?? null, shardSize: o['shard-size'], batchSize: o['batch-size'],
         // An incremental run takes its parent's seed and frame unless they are given (the frame must then agree).
         seed: fromParent('seed') ? undefined : o.seed, runId: o['run-id'], version: o.version,
@@ -254,7 +256,7 @@ export const SCHEDULE_SET = defineCommand({
   synopsis: '<category> --dataset <name> --cron "<expr>" [options]',
   positionals: [positional('category')],
   // What is not given stays out of the schedule: each run applies the defaults of its time.
-  options: [O.dataset, O.cron, O.tz, ...allOptional([...MODEL_OPTIONS, O['coreset-size'], O['per-shard-coreset'], O['fan-in'], O['shard-size']])],
+  options: [O.dataset, O.cron, O.tz, ...allOptional([...MODEL_OPTIONS, O['coreset-size'], O['per-shard-coreset'], O['fan-in'], O['shard-size'], O['validation-split']])],
 });
 export const SCHEDULE_LIST = defineCommand({ name: 'schedule list' });
 export const SCHEDULE_REMOVE = defineCommand({ name: 'schedule remove', positionals: [positional('category')] });
@@ -279,7 +281,7 @@ export async function scheduleCommand(argv: string[]): Promise<void> {
       const r = await setSchedule(ctx.connection, ctx.prefix, {
         category: o.category, dataset: o.dataset, cron: o.cron, tz: o.tz, recipe: o.recipe, coresetRatio: o['coreset-ratio'],
         perShardCoresetRatio: o['per-shard-coreset'] ?? null, shardSize: o['shard-size'],
-        coresetSize: o['coreset-size'], fanIn: o['fan-in'],
+        coresetSize: o['coreset-size'], fanIn: o['fan-in'], validationSplit: o['validation-split'],
       });
       process.stdout.write(JSON.stringify({ scheduler: r.id, next: r.next ? new Date(r.next).toISOString() : null }) + '\n');
     } else if (remove) {

@@ -174,7 +174,7 @@ async function submitScheduledRun(
     return await submitTraining({ store: ctx.store, flows, log: ctx.log }, {
       dataset: payload.dataset, category: payload.category, recipe: payload.recipe, coresetRatio: payload.coresetRatio,
       perShardCoresetRatio: payload.perShardCoresetRatio ?? null, shardSize: payload.shardSize,
-      coresetSize: payload.coresetSize, fanIn: payload.fanIn,
+      coresetSize: payload.coresetSize, fanIn: payload.fanIn, validationSplit: payload.validationSplit,
       runId, weights: ctx.weights,
     });
   } finally {

@@ -7,6 +7,7 @@ import type { FlowProducer, JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_HNSW, type HnswParams } from '../../shared/bank/index.js';
 import { DEFAULT_PROJECTION_DIM } from '../../shared/coreset/greedy.js';
+import { validationIds } from '../../shared/pipeline/validation-split.js';
 import { IMAGE_EXTENSIONS, isImagePath, listImagesUnder, listStoredDataset, parseImagesPrefix } from '../../shared/distributed/dataset-store.js';
 import { classifyDatasetPaths } from '../../shared/dataset/mvtec.js';
 import { claimKey, readLatest, resolveVersion, versionTaken } from '../../shared/distributed/model-store.js';
@@ -85,6 +86,11 @@ export interface TrainingRequest {
   coresetSize?: number;
   /** Inputs per reduce step (`--fan-in`, default DEFAULT_FAN_IN): runs of more shards are reduced as a tree. */
   fanIn?: number;
+  /**
+   * Fraction of the good training images held out (`--validation-split`, as `fit` chooses them): scored against the
+   * new bank, so the model has a target-FPR threshold for unlabelled scoring. At most PAYLOAD_LIMITS.validationImages.
+   */
+  validationSplit?: number;
   category?: string;
   runId?: string;
   version?: string;
@@ -113,6 +119,8 @@ export interface SubmittedRun {
   tree?: { fanIn: number; depth: number; nodes: number };
   /** Incremental training runs: the version the new one is reduced from. */
   parentVersion?: string;
+  /** Training runs with --validation-split: the held-out images (of `images`) and their shards (besides `shards`). */
+  validation?: { images: number; shards: number };
 }
 
 /** The caps of PAYLOAD_LIMITS on what a training request asks for, checked before anything is written. */
@@ -199,7 +207,13 @@ export async function submitTraining(ctx: ProducerContext, req: TrainingRequest)
       throw new UserError(`model version ${category}/${version} already exists (or is being written by run ${claim?.runId ?? 'unknown'}); versions are never overwritten: choose another --version`);
     }
   }
-  const shards = splitShards(source.keys, req.shardSize ?? 32);
+  const heldOut = validationIds(source.keys, req.validationSplit ?? 0);
+  if (heldOut.size > PAYLOAD_LIMITS.validationImages) {
+    throw new UserError(`--validation-split ${req.validationSplit} holds out ${heldOut.size} of ${source.keys.length} images; a run scores at most ${PAYLOAD_LIMITS.validationImages}: give a split of at most ${Math.floor((PAYLOAD_LIMITS.validationImages / source.keys.length) * 1e4) / 1e4}`);
+  }
+  if (heldOut.size === source.keys.length) throw new UserError(`--validation-split ${req.validationSplit} holds out every one of the ${source.keys.length} images: none would be left to train on`);
+  const shards = splitShards(source.keys.filter((k) => !heldOut.has(k)), req.shardSize ?? 32);
+  const validationShards = splitShards([...heldOut], req.shardSize ?? 32).map((s) => ({ ...s, shardId: `v${s.shardId}` }));
   const pm = parent?.manifest;
   const seed = req.seed ?? pm?.coreset.seed ?? 0;
   const frame = pm ? pm.frame : (req.frame ?? { ...DEFAULT_FRAME_SPEC });
@@ -215,19 +229,21 @@ export async function submitTraining(ctx: ProducerContext, req: TrainingRequest)
     recipe: recipe.name, coreset, frame, perShardCoresetRatio: perShardRatio, weights: req.weights, createdAt: new Date().toISOString(),
     fanIn, tree: { depth: tree.depth, nodes: tree.nodes.length }, parent: parent ? { category, version: parent.version } : null,
     shards: shards.map((s) => ({ shardId: s.shardId, images: s.imageKeys.length })),
+    validationShards: validationShards.map((s) => ({ shardId: s.shardId, images: s.imageKeys.length })),
   });
   const enqueued = await enqueueTrainingFlow(ctx.flows, {
     runId, category, version, recipe: recipe.name, datasetPrefix: source.datasetPrefix, frame,
     weights: { file: basename(req.weights.file), sha256: req.weights.sha256 },
     batchSize: req.batchSize ?? 8,
     perShardCoreset: perShardRatio ? { ratio: perShardRatio, seed } : null,
-    coreset, hnsw: { ...DEFAULT_HNSW, ...(pm?.bank.hnsw ?? {}), ...req.hnsw }, shards, jobOptions: req.jobOptions,
+    coreset, hnsw: { ...DEFAULT_HNSW, ...(pm?.bank.hnsw ?? {}), ...req.hnsw }, shards, validationShards, jobOptions: req.jobOptions,
     fanIn, ...(parent ? { parentModel: { category, version: parent.version } } : {}),
     ...(req.images !== undefined ? { imagesPrefix: source.prefix } : {}),
   });
-  ctx.log.info({ runId, category, version, shards: shards.length, images: source.keys.length, depth: tree.depth, parent: parent?.version }, 'training run submitted');
+  ctx.log.info({ runId, category, version, shards: shards.length, images: source.keys.length, heldOut: heldOut.size, depth: tree.depth, parent: parent?.version }, 'training run submitted');
   return {
     runId, kind: 'training', shards: shards.length, images: source.keys.length, alreadySubmitted: enqueued.alreadySubmitted, version, category,
+    ...(heldOut.size > 0 ? { validation: { images: heldOut.size, shards: validationShards.length } } : {}),
     tree: { fanIn, depth: tree.depth, nodes: tree.nodes.length }, ...(parent ? { parentVersion: parent.version } : {}),
   };
 }

@@ -4,7 +4,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_HNSW } from '../bank/index.js';
+import { DEFAULT_HNSW, MemoryBank } from '../bank/index.js';
 import { getRecipe } from '../features/recipes.js';
 import type { Logger } from '../log.js';
 import { buildBankInThread } from '../pipeline/bank-thread.js';
@@ -13,6 +13,9 @@ import { StageTimer, jobTimings, peakRssMiB, queueWaitMs, type QueuedJob } from 
 import type { BuildIndexPayload, ReduceInput } from '../queue/jobs.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { setLatest, uploadModel } from './model-store.js';
+import { scoreValidationShards } from './validation.js';
+import type { ShardFeaturesResult } from './shard-features.js';
+import { jobIds } from '../queue/flows.js';
 import { checkRunFailures, gatherInputs, readPriorBank, summarizeInputs, withRowSpoolPath, type InputResult } from './reduce.js';
 
 export interface MergeIndexResult {
@@ -28,9 +31,13 @@ export interface MergeIndexResult {
   peak_rss_mib: number;
 }
 
-/** What the root merges: the payload's inputs in a tree run, else every shard in the order the run lists them. */
+/**
+ * What the root merges: the payload's inputs in a tree run, else every shard in the order the run lists them, except
+ * the shards of held-out images (scored against the bank, not merged into it).
+ */
 export function rootInputs(p: BuildIndexPayload): ReduceInput[] {
-  return p.inputs ?? p.shards.map((id) => ({ kind: 'shard', id }));
+  const heldOut = new Set(p.validationShards ?? []);
+  return p.inputs ?? p.shards.filter((id) => !heldOut.has(id)).map((id) => ({ kind: 'shard', id }));
 }
 
 /** `results`: the return values of the root's children (feature or reduce jobs) by job id. */
@@ -46,7 +53,9 @@ export async function mergeShardsIntoModel(
   const prior = p.parentModel
     ? await timer.time('download', () => readPriorBank(ctx.store, p.parentModel!, { recipe: recipe.name, weightsSha256: p.weights.sha256 }))
     : undefined;
-  const below = summarizeInputs(p.runId, inputs, results);
+  const validationShards = p.validationShards ?? [];
+  // Skipped images and job timings of the held-out shards count with the others'.
+  const below = summarizeInputs(p.runId, [...inputs, ...validationShards.map((id): ReduceInput => ({ kind: 'shard', id }))], results);
   const hnsw = { ...DEFAULT_HNSW, ...p.hnsw };
   const ratio = p.coreset.size === undefined ? p.coreset.ratio : null;
   const bankDir = await mkdtemp(join(tmpdir(), 'patchcore-bank-'));
@@ -56,7 +65,8 @@ export async function mergeShardsIntoModel(
       const gathered = await gatherInputs(ctx.store, p.runId, recipe, inputs, results, timer, spoolPath, prior);
       if (gathered.rows === 0) throw new Error(`training run ${p.runId}: no shard produced any features (every image failed?)`);
       // A run that could not read more than the allowed share of its images fails instead of publishing from the rest.
-      checkRunFailures(p.runId, below.failed, gathered.images, p.maxFailedShare);
+      const heldOutImages = validationShards.reduce((n, id) => n + ((results.get(jobIds.extractFeatures(p.runId, id)) as ShardFeaturesResult | undefined)?.images ?? 0), 0);
+      checkRunFailures(p.runId, below.failed, gathered.images + heldOutImages, p.maxFailedShare);
       const built = await buildBankInThread({
         rowsFile: spoolPath, rows: gathered.rows, dim: recipe.dim, trainPatches: gathered.patches, dir: bankDir,
         settings: { ratio, target: p.coreset.size, projectionDim: p.coreset.projectionDim, seed: p.coreset.seed, hnsw },
@@ -91,6 +101,12 @@ export async function mergeShardsIntoModel(
     if (p.tree) {
       const depth = 1 + Math.max(0, ...p.tree.nodes.map((n) => Number(n.split('-')[0]) || 0));
       manifest.training.tree = { fanIn: p.tree.fanIn, depth, nodes: p.tree.nodes.length };
+    }
+    if (validationShards.length > 0) {
+      const bank = await MemoryBank.load(bankDir, { dim: recipe.dim });
+      manifest.validation = await scoreValidationShards(ctx.store, p.runId, validationShards, bank, manifest, timer);
+      manifest.training.timings_ms = { ...timer.toJSON(), total: Math.round(performance.now() - t0) };
+      ctx.log.info({ images: manifest.validation.images.length }, 'held-out images scored');
     }
     if (prior) {
       manifest.training.parent = { category: prior.category, version: prior.version };

@@ -12,6 +12,7 @@ import { DEFAULT_FRAME_SPEC, loadModelInput, type Frame, type FrameSpec } from '
 import type { Logger } from '../log.js';
 import { writeManifest, type ModelManifest } from '../model/manifest.js';
 import { buildBank } from '../pipeline/build-bank.js';
+import { validationIds } from '../pipeline/validation-split.js';
 import { rowsInMemory } from '../coreset/row-source.js';
 import { DEFAULT_PROJECTION_DIM } from '../coreset/greedy.js';
 import { FeatureMatrix } from '../pipeline/feature-matrix.js';
@@ -50,17 +51,6 @@ export interface FitOptions {
   /** The model's category (default: the data folder's name). */
   category?: string;
   logger: Logger;
-}
-
-
-/** Every 1/split-th image, evenly spread over the sorted list: the held-out good images. */
-export function validationIds(ids: string[], split: number): Set<string> {
-  if (!(split >= 0 && split < 1)) throw new Error(`validation split must be in [0, 1), got ${split}`);
-  const out = new Set<string>();
-  ids.forEach((id, i) => {
-    if (Math.floor((i + 1) * split) > Math.floor(i * split)) out.add(id);
-  });
-  return out;
 }
 
 export async function fitModel(opts: FitOptions): Promise<ModelManifest> {

@@ -132,6 +132,8 @@ export interface TrainingRunSpec {
   coreset: BuildIndexPayload['coreset'];
   hnsw: BuildIndexPayload['hnsw'];
   shards: ShardSpec[];
+  /** Shards of held-out good images: feature jobs under the root, scored against the bank, not merged into it. */
+  validationShards?: ShardSpec[];
   /** Reduce tree: a run of more shards than this is merged by a tree of reduce jobs of at most this many inputs. */
   fanIn?: number;
   /** Incremental retraining: the version whose bank joins the new images' coresets at the root. */
@@ -189,7 +191,7 @@ async function addRun(
 export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: TrainingRunSpec): Promise<EnqueuedRun> {
   checkRunId('training run', spec.runId);
   const parentId = jobIds.buildIndex(spec.runId);
-  const children = spec.shards.map((s) => {
+  const featureJob = (s: ShardSpec, perShardCoreset: ExtractFeaturesPayload['perShardCoreset']) => {
     const shardProblem = idProblem(String(s.shardId));
     if (shardProblem) throw new Error(`training run ${spec.runId}: shard id ${JSON.stringify(s.shardId)} ${shardProblem}`);
     const jobId = jobIds.extractFeatures(spec.runId, s.shardId);
@@ -203,13 +205,16 @@ export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: Trai
         recipe: spec.recipe,
         frame: spec.frame,
         weights: { sha256: spec.weights.sha256 },
-        perShardCoreset: spec.perShardCoreset ?? null,
+        perShardCoreset,
         batchSize: spec.batchSize,
       },
       jobId,
     );
     return { name: 'extract-features', queueName: FEATURES_QUEUE, data, opts: jobOptionsFor(jobId, spec.jobOptions, true) };
-  });
+  };
+  const children = spec.shards.map((s) => featureJob(s, spec.perShardCoreset ?? null));
+  // Held-out images keep every patch row: they are scored, not reduced.
+  const validation = (spec.validationShards ?? []).map((s) => featureJob(s, null));
   const tree = spec.fanIn !== undefined && spec.shards.length > spec.fanIn ? planReduceTree(spec.shards.map((s) => s.shardId), spec.fanIn) : null;
   const parentData: BuildIndexPayload = validatePayload(
     'build-index',
@@ -223,14 +228,15 @@ export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: Trai
       weights: spec.weights,
       frame: spec.frame,
       sigma: spec.sigma,
-      shards: spec.shards.map((s) => s.shardId),
+      shards: [...spec.shards, ...(spec.validationShards ?? [])].map((s) => s.shardId),
+      ...(validation.length ? { validationShards: spec.validationShards!.map((s) => s.shardId) } : {}),
       ...(tree ? { inputs: tree.rootInputs, tree: { fanIn: spec.fanIn, nodes: tree.nodes.map((n) => n.node) } } : {}),
       ...(spec.parentModel ? { parentModel: spec.parentModel } : {}),
       ...(spec.imagesPrefix ? { imagesPrefix: spec.imagesPrefix } : {}),
     },
     parentId,
   );
-  const rootChildren = tree ? reduceTreeFlows(spec, tree, children) : children;
+  const rootChildren = [...(tree ? reduceTreeFlows(spec, tree, children) : children), ...validation];
   const flow: FlowJob = {
     name: 'build-index',
     queueName: INDEX_QUEUE,
@@ -238,7 +244,7 @@ export async function enqueueTrainingFlow(flowProducer: FlowProducer, spec: Trai
     opts: jobOptionsFor(parentId, spec.jobOptions, false),
     children: rootChildren,
   };
-  const childJobIds = [...children.map((c) => c.opts.jobId!), ...(tree?.nodes.map((n) => jobIds.reduce(spec.runId, n.node)) ?? [])];
+  const childJobIds = [...children, ...validation].map((c) => c.opts.jobId!).concat(tree?.nodes.map((n) => jobIds.reduce(spec.runId, n.node)) ?? []);
   return addRun(flowProducer, INDEX_QUEUE, parentId, flow, childJobIds, spec.runId);
 }
 

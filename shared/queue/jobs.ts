@@ -86,6 +86,8 @@ export const PAYLOAD_LIMITS = Object.freeze({
   defaultMaxFailedShare: 0.05,
   /** Most anomalous images shown by an unlabelled report (each one's map is held until the report is written). */
   reportTop: 200,
+  /** Held-out good images of one training run (`--validation-split`): the root scores them all before publishing. */
+  validationImages: 2000,
 });
 
 const ObjectKey = z.string().min(1).max(1024);
@@ -169,6 +171,11 @@ export const BuildIndexPayloadSchema = z.object({
   parentModel: ModelRef.optional(),
   /** Recorded in the manifest: where the run's images came from (`submit train --images`). */
   imagesPrefix: ObjectKey.optional(),
+  /**
+   * Shards (also listed in `shards`) of held-out good images (`submit train --validation-split`): not merged into the
+   * bank; the root scores them against it and records the scores, from which a target-FPR threshold is set.
+   */
+  validationShards: ShardList.optional(),
 });
 
 /** One inner node of a training run's reduce tree: at most fan-in inputs -> one coreset (runs/<run>/reduce/<node>.bin). */
@@ -222,6 +229,7 @@ export const RetrainPayloadSchema = z.object({
   shardSize: z.number().int().min(1).max(PAYLOAD_LIMITS.shardImages).optional(),
   coresetSize: z.number().int().positive().optional(),
   fanIn: z.number().int().min(2).max(PAYLOAD_LIMITS.fanIn).optional(),
+  validationSplit: z.number().min(0).lt(1).optional(),
 });
 
 export type ExtractFeaturesPayload = z.infer<typeof ExtractFeaturesPayloadSchema>;
