@@ -1,6 +1,7 @@
 // Index worker step, the root of a training run: its inputs (every shard's embeddings, or in a reduce-tree run the
 // top reduce steps' outputs; in an incremental run also the parent version's bank) -> one coreset memory bank ->
-// a model version in storage. Merge-and-reduce: per-shard coresets or all patches, reduced again here.
+// a model version in storage. Merge-and-reduce: per-shard coresets or all patches, reduced again here. A run with
+// held-out images (--validation-split) has them scored against the new bank before the manifest is written.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,12 +11,12 @@ import type { Logger } from '../log.js';
 import { buildBankInThread } from '../pipeline/bank-thread.js';
 import { buildPatchcoreManifest } from '../pipeline/model-manifest.js';
 import { StageTimer, jobTimings, peakRssMiB, queueWaitMs, type QueuedJob } from '../run/timings.js';
+import { jobIds } from '../queue/flows.js';
 import type { BuildIndexPayload, ReduceInput } from '../queue/jobs.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { setLatest, uploadModel } from './model-store.js';
-import { scoreValidationShards } from './validation.js';
 import type { ShardFeaturesResult } from './shard-features.js';
-import { jobIds } from '../queue/flows.js';
+import { scoreValidationShards } from './validation.js';
 import { checkRunFailures, gatherInputs, readPriorBank, summarizeInputs, withRowSpoolPath, type InputResult } from './reduce.js';
 
 export interface MergeIndexResult {
@@ -105,7 +106,9 @@ export async function mergeShardsIntoModel(
     if (validationShards.length > 0) {
       const bank = await MemoryBank.load(bankDir, { dim: recipe.dim });
       manifest.validation = await scoreValidationShards(ctx.store, p.runId, validationShards, bank, manifest, timer);
+      // The root's own timings include the scoring.
       manifest.training.timings_ms = { ...timer.toJSON(), total: Math.round(performance.now() - t0) };
+      manifest.training.jobs!.index = jobTimings(timer.toJSON(), queueWaitMs(ctx.job, below.lastDone));
       ctx.log.info({ images: manifest.validation.images.length }, 'held-out images scored');
     }
     if (prior) {
