@@ -1,8 +1,9 @@
 // The reduce tree of a training run: each node merges at most fan-in inputs (feature shards' embeddings or other
 // nodes' outputs) and keeps a coreset of them, however many images the run has. A step spools its inputs to a local
-// file as it downloads them, so it holds one input's file, the projected rows of all its inputs (projectionDim of
-// each row's dim floats, 1/8 at 1024 -> 128) and its output: at most fan-in x (rows of one input) x projectionDim
-// floats plus the row cap, never the full rows of every input. Inner nodes write runs/<run>/reduce/<node>.bin; the root (merge-index.ts) writes the bank.
+// file as it downloads them (16 MiB at a time), so it holds one chunk of an input, the projected rows of all its
+// inputs (projectionDim of each row's dim floats, 1/8 at 1024 -> 128) and its output: at most fan-in x (rows of one
+// input) x projectionDim floats plus the row cap, never the full rows of every input. Inner nodes write
+// runs/<run>/reduce/<node>.bin; the root (merge-index.ts) writes the bank.
 //
 // A node's output size: the row cap (`coreset.size`) when the run has one, else `ratio` x the training patches
 // below it; never more than its input rows (then the rows pass through unchanged, no selection). Selected rows keep
@@ -20,7 +21,8 @@ import { inputJobId } from '../queue/flows.js';
 import { StageTimer, jobTimings, peakRssMiB, queueWaitMs, sumJobTimings, type JobTimings, type QueuedJob } from '../run/timings.js';
 import { embeddingsKey, modelKey, reduceKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import { decodeTensorFile, encodeTensorFile } from '../storage/tensor-file.js';
+import { encodeTensorFile } from '../storage/tensor-file.js';
+import { readTensorRows } from '../storage/tensor-rows.js';
 import { PermanentError } from '../errors.js';
 import { RowSpool } from '../coreset/row-source.js';
 import { selectRowsInThread } from './coreset-thread.js';
@@ -90,8 +92,8 @@ export async function withRowSpoolPath<T>(fn: (path: string) => Promise<T>): Pro
 }
 
 /**
- * Downloads the inputs one at a time and appends their rows to a spool file at `spoolPath`, so a step holds one
- * input's file at a time, never the merged rows (the coreset then reads the spool in chunks). `prior` rows go
+ * Downloads the inputs one at a time, a chunk of rows at a time, and appends their rows to a spool file at
+ * `spoolPath`, so a step holds at most one chunk of an input (16 MiB), never the merged rows (the coreset then reads the spool in chunks). `prior` rows go
  * first. Throws naming the file on a mismatch of recipe, dims or row count (against the inputs' job results, where
  * known), and on an image that two shard inputs both hold. Images of different sizes have their own grids; `grid`
  * is the first input's, which the manifest records as a local fit does.
@@ -112,24 +114,23 @@ export async function gatherInputs(
     for (const input of inputs) {
       const key = inputKey(runId, input);
       const expected = results.get(inputJobId(runId, input))?.rows;
-      const buf = await timer.time('download', () => store.getObject(key));
-      bytes += buf.length;
-      const file = decodeTensorFile(buf, key);
-      const h = file.header;
-      if (h.dim !== dim || h.recipe !== recipe.name) {
-        throw new Error(`embeddings file "${key}" holds ${String(h.recipe)} features of ${h.dim} dims; this run uses ${recipe.name} (${dim})`);
-      }
-      if (expected !== undefined && h.count !== expected) throw new Error(`embeddings file "${key}" has ${h.count} rows; its job reported ${expected}`);
+      // The header is checked before any row is read; the rows go to the spool a chunk at a time.
+      const { header: h, bytes: size } = await readTensorRows(store, key, timer, (h) => {
+        if (h.dim !== dim || h.recipe !== recipe.name) {
+          throw new Error(`embeddings file "${key}" holds ${String(h.recipe)} features of ${h.dim} dims; this run uses ${recipe.name} (${dim})`);
+        }
+        if (expected !== undefined && h.count !== expected) throw new Error(`embeddings file "${key}" has ${h.count} rows; its job reported ${expected}`);
+        // Shards never overlap when the producer made them; a run whose shards do is refused, not double-counted.
+        for (const img of h.images) {
+          const earlier = inputOfImage.get(img.key);
+          if (earlier !== undefined) throw new Error(`training run ${runId}: image "${img.key}" is in shards ${earlier} and ${input.id}`);
+          inputOfImage.set(img.key, input.id);
+        }
+      }, (rows) => timer.time('spool', () => spool.append(rows)));
+      bytes += size;
       if (h.count > 0 && grid === null) grid = h.grid;
       patches += Number(h.patches ?? h.count);
       images += input.kind === 'shard' ? h.images.length : Number(h.imagesBelow ?? 0);
-      // Shards never overlap when the producer made them; a run whose shards do is refused, not double-counted.
-      for (const img of h.images) {
-        const earlier = inputOfImage.get(img.key);
-        if (earlier !== undefined) throw new Error(`training run ${runId}: image "${img.key}" is in shards ${earlier} and ${input.id}`);
-        inputOfImage.set(img.key, input.id);
-      }
-      await timer.time('spool', () => spool.append(file.data));
     }
     return { spool, rows: spool.rows, patches, images, grid: grid ?? [1, 1], bytes };
   } finally {

@@ -101,10 +101,13 @@ export function encodeTensorFile(header: TensorFileHeader, data: Float32Array): 
 }
 
 /**
- * Decodes and checks a tensor file. `name` (usually the object key) and `kind` ('embeddings',
- * 'maps', ...) name the file in errors: `embeddings file "runs/x/embeddings/0003.bin" is truncated ...`.
+ * Checks the preamble and header at the start of a tensor file (`buf` holds at least the preamble, and the header
+ * once `dataOffset` is known: pass more bytes and call again when this asks for them). Returns the header and where
+ * the data starts, or `{ need }` when `buf` is too short to hold the header: the bytes to read from the start.
  */
-export function decodeTensorFile(buf: Buffer, name: string, kind = 'embeddings'): TensorFile {
+export function decodeTensorHeader(
+  buf: Buffer, name: string, kind = 'embeddings',
+): { header: TensorFileHeader; dataOffset: number } | { need: number } {
   const label = `${kind} file ${JSON.stringify(name)}`;
   const fail = (why: string): never => {
     throw new Error(`${label} ${why}`);
@@ -123,9 +126,7 @@ export function decodeTensorFile(buf: Buffer, name: string, kind = 'embeddings')
   const headerBytes = buf.readUInt32LE(8);
   if (headerBytes > MAX_HEADER_BYTES) fail(`has an implausible header length ${headerBytes} (corrupt file?)`);
   const dataOffset = PREAMBLE_BYTES + headerBytes;
-  if (buf.length < dataOffset) {
-    fail(`is truncated: expected ${headerBytes} header bytes, found ${buf.length - PREAMBLE_BYTES}`);
-  }
+  if (buf.length < dataOffset) return { need: dataOffset };
   let header: unknown;
   try {
     header = JSON.parse(buf.toString('utf8', PREAMBLE_BYTES, dataOffset));
@@ -134,25 +135,42 @@ export function decodeTensorFile(buf: Buffer, name: string, kind = 'embeddings')
   }
   const problem = headerProblem(header);
   if (problem) fail(`has an invalid header: ${problem}`);
-  const h = header as TensorFileHeader;
-  const values = h.count * h.dim;
-  const expectedBytes = values * 4;
-  const foundBytes = buf.length - dataOffset;
-  if (foundBytes < expectedBytes) fail(`is truncated: expected ${expectedBytes} data bytes, found ${foundBytes}`);
-  if (foundBytes > expectedBytes) {
-    fail(
-      `has ${foundBytes} data bytes but its header (count ${h.count} x dim ${h.dim}) describes ${expectedBytes}: header and data do not match`,
+  return { header: header as TensorFileHeader, dataOffset };
+}
+
+/** Throws naming the file unless `dataBytes` is exactly what the header's count x dim floats take. */
+export function checkTensorDataBytes(header: TensorFileHeader, dataBytes: number, name: string, kind = 'embeddings'): void {
+  const label = `${kind} file ${JSON.stringify(name)}`;
+  const expectedBytes = header.count * header.dim * 4;
+  if (dataBytes < expectedBytes) throw new Error(`${label} is truncated: expected ${expectedBytes} data bytes, found ${dataBytes}`);
+  if (dataBytes > expectedBytes) {
+    throw new Error(
+      `${label} has ${dataBytes} data bytes but its header (count ${header.count} x dim ${header.dim}) describes ${expectedBytes}: header and data do not match`,
     );
   }
-  const start = buf.byteOffset + dataOffset;
-  let data: Float32Array;
-  if (littleEndianHost && start % 4 === 0) {
-    data = new Float32Array(buf.buffer, start, values);
-  } else {
-    data = new Float32Array(values);
-    for (let i = 0, o = dataOffset; i < values; i++, o += 4) data[i] = buf.readFloatLE(o);
+}
+
+/** Float32 values from little-endian bytes: a view where the host and the alignment allow, else a copy. */
+export function floatsFromLE(buf: Buffer, byteOffset: number, values: number): Float32Array {
+  const start = buf.byteOffset + byteOffset;
+  if (littleEndianHost && start % 4 === 0) return new Float32Array(buf.buffer, start, values);
+  const data = new Float32Array(values);
+  for (let i = 0, o = byteOffset; i < values; i++, o += 4) data[i] = buf.readFloatLE(o);
+  return data;
+}
+
+/**
+ * Decodes and checks a tensor file. `name` (usually the object key) and `kind` ('embeddings',
+ * 'maps', ...) name the file in errors: `embeddings file "runs/x/embeddings/0003.bin" is truncated ...`.
+ */
+export function decodeTensorFile(buf: Buffer, name: string, kind = 'embeddings'): TensorFile {
+  const decoded = decodeTensorHeader(buf, name, kind);
+  if ('need' in decoded) {
+    throw new Error(`${kind} file ${JSON.stringify(name)} is truncated: expected ${decoded.need - PREAMBLE_BYTES} header bytes, found ${buf.length - PREAMBLE_BYTES}`);
   }
-  return { header: h, data };
+  const { header: h, dataOffset } = decoded;
+  checkTensorDataBytes(h, buf.length - dataOffset, name, kind);
+  return { header: h, data: floatsFromLE(buf, dataOffset, h.count * h.dim) };
 }
 
 /** The patch grid of images[index]: its own, or the header's in files written before images had one. */
