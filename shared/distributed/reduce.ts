@@ -93,10 +93,10 @@ export async function withRowSpoolPath<T>(fn: (path: string) => Promise<T>): Pro
 
 /**
  * Downloads the inputs one at a time, a chunk of rows at a time, and appends their rows to a spool file at
- * `spoolPath`, so a step holds at most one chunk of an input (16 MiB), never the merged rows (the coreset then reads the spool in chunks). `prior` rows go
- * first. Throws naming the file on a mismatch of recipe, dims or row count (against the inputs' job results, where
- * known), and on an image that two shard inputs both hold. Images of different sizes have their own grids; `grid`
- * is the first input's, which the manifest records as a local fit does.
+ * `spoolPath`, so a step holds at most one chunk of an input (16 MiB), never the merged rows (the coreset then reads
+ * the spool in chunks). `prior` rows go first. Throws naming the file on a mismatch of recipe, dims or row count
+ * (against the inputs' job results, where known), and on an image that two shard inputs both hold. Images of
+ * different sizes have their own grids; `grid` is the first input's, which the manifest records as a local fit does.
  */
 export async function gatherInputs(
   store: ObjectStore, runId: string, recipe: FeatureRecipe, inputs: readonly ReduceInput[],
