@@ -10,7 +10,7 @@ import { scoreImage } from '../pipeline/score-image.js';
 import type { StageTimer } from '../run/timings.js';
 import { embeddingsKey } from '../storage/keys.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import { decodeTensorFile } from '../storage/tensor-file.js';
+import { decodeTensorFile, imageGrid, imageRows } from '../storage/tensor-file.js';
 
 export interface ValidationScores {
   /** The images' object keys, and their image scores, in shard order. */
@@ -28,14 +28,11 @@ export async function scoreValidationShards(
     const file = decodeTensorFile(await timer.time('download', () => store.getObject(key)), key);
     const { dim } = file.header;
     if (dim !== bank.dim) throw new Error(`validation features "${key}" have ${dim} dims; the bank has ${bank.dim}`);
-    for (const img of file.header.images) {
-      const [gridH, gridW] = img.grid ?? file.header.grid;
+    for (const [i, img] of file.header.images.entries()) {
+      const [gridH, gridW] = imageGrid(file, i);
       const frame = img.frame as Frame | undefined;
       if (!frame) throw new Error(`validation features "${key}": image "${img.key}" has no frame`);
-      const features = {
-        data: file.data.subarray(img.offset * dim, (img.offset + img.patches) * dim), gridH, gridW, dim,
-        ...(img.tiles ? { tiles: img.tiles as TileLayout } : {}),
-      };
+      const features = { data: imageRows(file, i), gridH, gridW, dim, ...(img.tiles ? { tiles: img.tiles as TileLayout } : {}) };
       out.images.push(img.key);
       out.scores.push(scoreImage(bank, manifest, features, frame, timer).score);
     }
