@@ -267,8 +267,6 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     movedIdx: count * 4,
     movedFrom: count * 4,
     scanCounters: 8 * chunks,
-    centreSketches: target * width * 4,
-    centreSketchThr: target * 4,
     candidates: count * 4,
     candidateD2: count * 8,
     near: target * 4,
@@ -301,8 +299,6 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     scanCounters: new Int32Array(buf, offsets.scanCounters, 2),
   };
   const chunkCounters = new Int32Array(buf, offsets.scanCounters, 2 * chunks);
-  const centreSketches = f32(offsets.centreSketches, target * width);
-  const centreSketchThr = f32(offsets.centreSketchThr, target);
   const candidates = new Int32Array(buf, offsets.candidates, count);
   const candidateD2 = new Float64Array(buf, offsets.candidateD2, count);
   const nearIdx = new Int32Array(buf, offsets.near, target);
@@ -434,21 +430,17 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
     },
     addCentre(c: number, p: number): void {
       centres.set(points.subarray(p * dim, (p + 1) * dim), c * dim);
-      centreSketches.set(sketches.subarray(p * width, (p + 1) * width), c * width);
     },
     setCentreRadius(c: number, r2: number): void {
       thresholds[c] = centreThreshold(r2);
-      // Proving dist(centre, p) > 2 r from the sketch: the bound is (2r)^2 = 4 r^2.
-      centreSketchThr[c] = r2 < 0 ? -1 : sketchThreshold(4 * r2);
     },
     nearCentres(n: number, p: number, exclude: number): number {
-      const saved = exclude >= 0 && exclude < n ? [thresholds[exclude], centreSketchThr[exclude]] : null;
-      if (saved) thresholds[exclude] = centreSketchThr[exclude] = -1;
+      const saved = exclude >= 0 && exclude < n ? thresholds[exclude] : null;
+      if (saved !== null) thresholds[exclude] = -1;
       // Centres from..to - 1 of one chunk; their finds are written from near[from] on, relative to from.
       const nearArgs = (from: number, to: number): number[] => [
-        offsets.centres + from * rowBytes, offsets.centreSketches + from * sketchBytes, offsets.centreSketchThr + 4 * from,
-        offsets.thresholds + 4 * from, to - from, offsets.points + p * rowBytes, offsets.sketches + p * sketchBytes, dim / 8,
-        offsets.near + 4 * from, offsets.nearD2 + 4 * from, stages,
+        offsets.centres + from * rowBytes, offsets.thresholds + 4 * from, to - from, offsets.points + p * rowBytes, dim / 8,
+        offsets.near + 4 * from, offsets.nearD2 + 4 * from,
       ];
       let found = 0;
       if (!pool || n < THREADS_FROM_CENTRES) {
@@ -467,7 +459,7 @@ export function createSimdKernels(count: number, dim: number, target: number, pr
           found += counts[c];
         }
       }
-      if (saved) [thresholds[exclude], centreSketchThr[exclude]] = saved;
+      if (saved !== null) thresholds[exclude] = saved;
       return found;
     },
     projectInto(features: Float32Array, inDim: number, wT: Float32Array, firstRow = 0): void {
