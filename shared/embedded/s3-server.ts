@@ -14,12 +14,20 @@
 //   If-Match: <etag>       only when the object exists with that ETag: 412 PreconditionFailed on another ETag,
 //                          404 NoSuchKey when there is no object.
 // Writes to one key pass through a per-key lock, so two concurrent conditional PUTs are decided one after the
-// other: exactly one `If-None-Match: *` wins.
-import { mkdtemp, rm } from 'node:fs/promises';
+// other: exactly one `If-None-Match: *` wins. A GET or HEAD of a key waits for the write of it under way.
+//
+// Atomic objects: s3rver writes an object's files in place (truncate, then write), so a GET racing a PUT of
+// the same key could read an empty or partial body; S3 serves the old object or the new one, never a part.
+// atomicObjectWrites() below writes each file beside its place and renames it there.
+import { randomUUID, createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 const require = createRequire(import.meta.url);
 
@@ -58,6 +66,7 @@ type KoaMiddleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<voi
 
 interface S3rverInstance {
   run(): Promise<{ port: number }>;
+  store: FilesystemStore;
   close(): Promise<void>;
   httpServer?: Server;
   middleware: KoaMiddleware[];
@@ -76,10 +85,15 @@ export function conditionalWrites(): KoaMiddleware {
       (ctx.method === 'PUT' && ctx.query.partNumber === undefined && ctx.get('x-amz-copy-source') === '') ||
       (ctx.method === 'POST' && ctx.query.uploadId !== undefined);
     const m = /^\/([^/]+)\/(.+)$/.exec(ctx.path);
-    if (!isWrite || !m) return next();
+    if (!m) return next();
     const bucket = m[1];
     const key = decodeURIComponent(m[2]);
     const lockId = `${bucket}/${key}`;
+    if (!isWrite) {
+      // A read waits for the write under way, so that it does not pair one version's length with the other's body.
+      if (ctx.method === 'GET' || ctx.method === 'HEAD') await locks.get(lockId);
+      return next();
+    }
     // Chain on the previous write of this key; every write takes the lock, conditional or not.
     const previous = locks.get(lockId) ?? Promise.resolve();
     let release!: () => void;
@@ -115,6 +129,57 @@ export function conditionalWrites(): KoaMiddleware {
   };
 }
 type S3rverClass = new (options: Record<string, unknown>) => S3rverInstance;
+
+/** The part of s3rver's FilesystemStore (lib/stores/filesystem.js) that atomicObjectWrites replaces. */
+interface FilesystemStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  putObject(object: { bucket: string; key: string; content: Buffer | Readable; metadata: Record<string, string> }): Promise<{ size: number; md5: string }>;
+  putMetadata(bucket: string, key: string, metadata: Record<string, string>, md5?: string): Promise<void>;
+}
+
+/** Writes `data` to a temporary file beside `path`, then renames it over `path` (atomic within a directory). */
+async function replaceFile(path: string, data: Readable | string, onChunk?: (chunk: Buffer) => void): Promise<void> {
+  const tmp = `${path}.${randomUUID()}.tmp`; // not an object to s3rver: its listing keeps only "._S3rver_object" names
+  try {
+    if (typeof data === 'string') await writeFile(tmp, data);
+    else {
+      const tap = new Transform({ transform(chunk: Buffer, _enc, done) { onChunk?.(chunk); done(null, chunk); } });
+      await pipeline(data, tap, createWriteStream(tmp));
+    }
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+/**
+ * s3rver's putObject and putMetadata, with every file written by replaceFile: the body first, then its MD5 (the
+ * ETag) and metadata, so that a reader may see a new body with the old ETag for a moment (a conditional write
+ * based on it fails and re-reads) but never an old body with the new ETag (which would let a stale decision win).
+ */
+function atomicObjectWrites(store: FilesystemStore): void {
+  const allowed = (require('s3rver/lib/models/object.js') as { ALLOWED_METADATA: string[] }).ALLOWED_METADATA;
+  store.putMetadata = async (bucket, key, metadata, md5) => {
+    const kept = Object.entries(metadata).filter(([k]) => allowed.includes(k) || k.startsWith('x-amz-meta-'));
+    if (md5) await replaceFile(store.getResourcePath(bucket, key, 'object.md5'), md5);
+    await replaceFile(store.getResourcePath(bucket, key, 'metadata.json'), JSON.stringify(Object.fromEntries(kept), null, 2));
+  };
+  store.putObject = async (object) => {
+    const path = store.getResourcePath(object.bucket, object.key, 'object');
+    await mkdir(dirname(path), { recursive: true });
+    const hash = createHash('md5');
+    let size = 0;
+    const body = Buffer.isBuffer(object.content) ? Readable.from([object.content]) : object.content;
+    await replaceFile(path, body, (chunk) => {
+      hash.update(chunk);
+      size += chunk.length;
+    });
+    const md5 = hash.digest('hex');
+    await store.putMetadata(object.bucket, object.key, object.metadata, md5);
+    return { size, md5 };
+  };
+}
 
 type CipherFactory = (alg: string, key: Buffer, iv: Buffer | null, opts?: unknown) => unknown;
 interface MutableCrypto {
@@ -155,6 +220,7 @@ export async function startS3rver(bucket = 'patchcore-test', opts: S3ServerOptio
   const directory = await mkdtemp(join(tmpdir(), 'patchcore-s3rver-'));
   const create = (port: number): S3rverInstance => {
     const s = new S3rver({ address: '127.0.0.1', port, silent: true, directory });
+    atomicObjectWrites(s.store);
     // First in the chain (before s3rver's routes): the request body is not consumed when it refuses a write.
     s.middleware.unshift(conditionalWrites());
     return s;
