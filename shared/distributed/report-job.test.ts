@@ -3,20 +3,19 @@
 // capsules (600x400) images, scored whole (no crop) in two shards; the model is a small random bank (real code,
 // random numbers: the figures are meaningless, the structure is what is checked). The report must merge the
 // shards' pixel summaries and fetch only the maps it shows, each by its byte range: no whole maps file.
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { createBackbone } from '../backbone/engine.js';
-import { startS3rver, type S3Server } from '../embedded/s3-server.js';
 import { PixelHistogram } from '../metrics/index.js';
 import { defaultWeightsPath, sharedDir } from '../paths.js';
 import { mapsKey, reportKey, scoresKey } from '../storage/keys.js';
-import { ObjectStore } from '../storage/object-store.js';
-import { storageConfigFromEnv } from '../storage/config.js';
+import type { ObjectStore } from '../storage/object-store.js';
 import { makeBankDir, makeManifest } from '../../test/ops/fixtures.js';
+import { useS3Store } from '../../test/helpers/s3-store.js';
 import { ModelCache, uploadModel } from './model-store.js';
 import { buildRunReport } from './report-job.js';
 import { ModelBackbones, ShardScoresSchema, scoreShard } from './score-shard.js';
@@ -32,20 +31,15 @@ const files: Record<string, string> = {
   'test/bad/capsules-058.jpg': 'visa/capsules/test/bad/058.jpg',
   'ground_truth/bad/capsules-058_mask.png': 'visa/capsules/ground_truth/bad/058_mask.png',
 };
-let s3: S3Server;
 let store: ObjectStore;
 const work = mkdtempSync(join(tmpdir(), 'patchcore-report-job-'));
 
-before(async () => {
-  s3 = await startS3rver('patchcore-report-job');
-  store = new ObjectStore(storageConfigFromEnv(s3.env));
-  await store.ensureBucket();
+useS3Store('patchcore-report-job', async (_server, objects) => {
+  store = objects;
   for (const [rel, src] of Object.entries(files)) await store.putObject(prefix + rel, readFileSync(join(sharedDir(), 'datasets', src)));
 });
 
 after(async () => {
-  store?.destroy();
-  await s3?.stop();
   rmSync(work, { recursive: true, force: true });
 });
 

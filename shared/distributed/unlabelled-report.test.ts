@@ -2,22 +2,21 @@
 // The unlabelled report job against a real S3-compatible server (s3rver), over score shards written as score-shard
 // writes them (scores JSON and a maps tensor file; the numbers are made up, the model and the top images' pictures
 // are real): rows for failed images, the failed-image limit, top N, a retried job rewriting the same results.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { pino } from 'pino';
-import { startS3rver, type S3Server } from '../embedded/s3-server.js';
 import { PermanentError } from '../errors.js';
 import { defaultDatasetDir } from '../paths.js';
 import type { ReportPayload, UnlabelledReport } from '../queue/jobs.js';
 import { PixelHistogram } from '../metrics/score-histogram.js';
 import { mapsKey, reportKey, scoresKey } from '../storage/keys.js';
-import { ObjectStore } from '../storage/object-store.js';
-import { storageConfigFromEnv } from '../storage/config.js';
+import type { ObjectStore } from '../storage/object-store.js';
 import { encodeTensorFile } from '../storage/tensor-file.js';
 import { makeBankDir, makeManifest } from '../../test/ops/fixtures.js';
+import { useS3Store } from '../../test/helpers/s3-store.js';
 import { ModelCache, uploadModel } from './model-store.js';
 import { buildUnlabelledReport, heatmapKey, unlabelledThreshold } from './unlabelled-report.js';
 
@@ -26,22 +25,14 @@ const SIDE = 16;
 // Whole-image maps at the resized resolution, as score shards write them.
 const FRAME = { sourceWidth: 900, sourceHeight: 900, resizedWidth: SIDE, resizedHeight: SIDE, cropLeft: 0, cropTop: 0, width: SIDE, height: SIDE };
 const PREFIX = 'datasets/shots/';
-let s3: S3Server;
 let store: ObjectStore;
 let models: ModelCache;
 
-before(async () => {
-  s3 = await startS3rver('patchcore-unlabelled-report');
-  store = new ObjectStore(storageConfigFromEnv(s3.env));
-  await store.ensureBucket();
+useS3Store('patchcore-unlabelled-report', async (_server, objects) => {
+  store = objects;
   models = new ModelCache(store, mkdtempSync(join(tmpdir(), 'patchcore-models-')));
   const manifest = { ...makeManifest('shots'), validation: { images: ['v0.png', 'v1.png', 'v2.png'], scores: [1, 2, 3] } };
   await uploadModel(store, 'shots', 'v1', await makeBankDir(3), manifest);
-});
-
-after(async () => {
-  store?.destroy();
-  await s3?.stop();
 });
 
 /** Score shards of `run`: shard k holds the images `ids[k]` with score = the number in the name; `failed` per shard. */

@@ -2,25 +2,16 @@
 // The embedded S3 server (s3rver with our middleware) serves whole objects as S3 does: a GET racing PUTs of the
 // same key gets one complete version, never an empty or partial body, and the ETag it gets never belongs to a
 // newer version than the body. Without atomicObjectWrites, s3rver truncates the file in place and this fails.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { startS3rver, type S3Server } from './s3-server.js';
-import { storageConfigFromEnv } from '../storage/config.js';
-import { ObjectStore } from '../storage/object-store.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { useS3Store } from '../../test/helpers/s3-store.js';
 
-let s3: S3Server;
 let store: ObjectStore;
 
-before(async () => {
-  s3 = await startS3rver('patchcore-s3-server');
-  store = new ObjectStore(storageConfigFromEnv(s3.env));
-  await store.ensureBucket();
-});
-
-after(async () => {
-  store?.destroy();
-  await s3?.stop();
+useS3Store('patchcore-s3-server', (_server, objects) => {
+  store = objects;
 });
 
 test('a GET racing PUTs of one key gets a whole version, with an ETag no newer than its body', async () => {

@@ -1,27 +1,18 @@
 // test-lane: integration (real redis-server, s3rver or Chromium)
 // readTensorRows against a real S3-compatible server (s3rver): byte-range reads give back exactly the rows of the
 // file, in order and in whole rows; the header is refused before any row is read; a damaged file is named.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startS3rver, type S3Server } from '../embedded/s3-server.js';
 import { StageTimer } from '../run/timings.js';
-import { storageConfigFromEnv } from './config.js';
-import { ObjectStore } from './object-store.js';
+import type { ObjectStore } from './object-store.js';
 import { encodeTensorFile, type TensorFileHeader } from './tensor-file.js';
 import { readTensorRows } from './tensor-rows.js';
+import { useS3Store } from '../../test/helpers/s3-store.js';
 
-let s3: S3Server;
 let store: ObjectStore;
 
-before(async () => {
-  s3 = await startS3rver('patchcore-tensor-rows');
-  store = new ObjectStore(storageConfigFromEnv(s3.env));
-  await store.ensureBucket();
-});
-
-after(async () => {
-  store?.destroy();
-  await s3?.stop();
+useS3Store('patchcore-tensor-rows', (_server, objects) => {
+  store = objects;
 });
 
 const dim = 6;

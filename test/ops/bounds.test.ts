@@ -1,26 +1,18 @@
 // Bounded inputs: the payload caps, the producer's early checks naming the flag, the failed-share rule, the
 // lower default pixel limit and the size check before an object's body is read (real s3rver).
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { DEFAULT_MAX_PIXELS, decodeImage } from '../../shared/image/index.js';
 import { PermanentError, UserError } from '../../shared/errors.js';
-import { startS3rver, type S3Server } from '../../shared/embedded/s3-server.js';
 import { checkFailedShare, PAYLOAD_LIMITS, validatePayload } from '../../shared/queue/jobs.js';
-import { storageConfigFromEnv } from '../../shared/storage/config.js';
-import { ObjectStore, ObjectTooLargeError } from '../../shared/storage/object-store.js';
+import { ObjectTooLargeError, type ObjectStore } from '../../shared/storage/object-store.js';
 import { checkTrainingLimits, splitShards } from '../../services/producer/submit.js';
+import { useS3Store } from '../helpers/s3-store.js';
 
-let s3: S3Server;
 let store: ObjectStore;
-before(async () => {
-  s3 = await startS3rver('ops-bounds');
-  store = new ObjectStore(storageConfigFromEnv(s3.env));
-  await store.ensureBucket();
-});
-after(async () => {
-  store?.destroy();
-  await s3?.stop();
+useS3Store('ops-bounds', (_server, objects) => {
+  store = objects;
 });
 
 const extract = (over: Record<string, unknown>) => ({

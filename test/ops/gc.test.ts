@@ -4,29 +4,25 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedisServer, type RedisServer } from '../../shared/embedded/redis-server.js';
-import { startS3rver, type S3Server } from '../../shared/embedded/s3-server.js';
 import { readLatest, setLatest, uploadModel } from '../../shared/distributed/model-store.js';
 import { createRedisConnection, redisConfigFromEnv } from '../../shared/queue/config.js';
 import { createFlowProducer, enqueueEvaluationFlow } from '../../shared/queue/flows.js';
 import { bucketUsage, collectGarbage, inUseFromQueues, retentionSettingsFromEnv } from '../../shared/retention/gc.js';
-import { storageConfigFromEnv } from '../../shared/storage/config.js';
 import { embeddingsKey, mapsKey, modelKey, modelVersionPrefix, reportKey, runManifestKey, runPrefix, scoresKey } from '../../shared/storage/keys.js';
-import { ObjectStore } from '../../shared/storage/object-store.js';
+import type { ObjectStore } from '../../shared/storage/object-store.js';
+import { useS3Store } from '../helpers/s3-store.js';
 import { makeBankDir, makeManifest } from './fixtures.js';
 
-let s3: S3Server;
 let redis: RedisServer;
 let store: ObjectStore;
 
+useS3Store('ops-gc', (_server, objects) => {
+  store = objects;
+});
 before(async () => {
-  s3 = await startS3rver('ops-gc');
-  store = new ObjectStore(storageConfigFromEnv(s3.env));
-  await store.ensureBucket();
   redis = await startRedisServer();
 });
 after(async () => {
-  store?.destroy();
-  await s3?.stop();
   await redis?.stop();
 });
 

@@ -1,31 +1,26 @@
 // Model publication against a real s3rver (with S3's conditional-write semantics, shared/embedded/s3-server.ts):
 // a version is written once, `latest` only moves forward whatever order overlapping builds finish in, and a
 // bank file altered in storage is refused by the scorer's loader.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PermanentError } from '../../shared/errors.js';
-import { startS3rver, type S3Server } from '../../shared/embedded/s3-server.js';
+import type { S3Server } from '../../shared/embedded/s3-server.js';
 import { claimKey, loadStoredModel, readLatest, setLatest, uploadModel } from '../../shared/distributed/model-store.js';
-import { storageConfigFromEnv } from '../../shared/storage/config.js';
 import { modelKey, runManifestKey } from '../../shared/storage/keys.js';
-import { ObjectStore, PreconditionFailedError } from '../../shared/storage/object-store.js';
+import { PreconditionFailedError, type ObjectStore } from '../../shared/storage/object-store.js';
+import { useS3Store } from '../helpers/s3-store.js';
 import { makeBankDir, makeManifest } from './fixtures.js';
 
 let s3: S3Server;
 let store: ObjectStore;
 const cache = () => mkdtempSync(join(tmpdir(), 'patchcore-ops-cache-'));
 
-before(async () => {
-  s3 = await startS3rver('ops-publication');
-  store = new ObjectStore(storageConfigFromEnv(s3.env));
-  await store.ensureBucket();
-});
-after(async () => {
-  store?.destroy();
-  await s3?.stop();
+useS3Store('ops-publication', (server, objects) => {
+  s3 = server;
+  store = objects;
 });
 
 test('the embedded S3 server decides conditional writes as S3 does, one writer at a time per key', async () => {
